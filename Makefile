@@ -1,0 +1,42 @@
+# The two commands of the README: `make demo` and `make test`.
+BUILD_DIR ?= build
+JOBS ?= $(shell nproc)
+CMAKE_FLAGS ?= -DCMAKE_BUILD_TYPE=RelWithDebInfo
+
+.PHONY: all deps build test unit integration demo bench format clean
+
+all: build
+
+deps:
+	bash scripts/install-deps.sh
+
+$(BUILD_DIR)/build.ninja:
+	cmake -S . -B $(BUILD_DIR) -G Ninja $(CMAKE_FLAGS)
+
+build: deps $(BUILD_DIR)/build.ninja
+	cmake --build $(BUILD_DIR) -j $(JOBS)
+
+# Every test: unit tests, then integration tests with real dwcpd processes.
+test: build
+	cd $(BUILD_DIR) && ctest --output-on-failure --timeout 600 -j 2 -LE integration
+	cd $(BUILD_DIR) && ctest --output-on-failure --timeout 600 -L integration
+
+unit: build
+	cd $(BUILD_DIR) && ctest --output-on-failure -LE integration
+
+integration: build
+	cd $(BUILD_DIR) && ctest --output-on-failure -L integration
+
+# A local three-node cluster migrating synthetic VMs; Ctrl-C stops it.
+DEMO_FLAGS ?=
+demo: build
+	$(BUILD_DIR)/dwcp demo $(DEMO_FLAGS)
+
+bench: build
+	bash bench/migrate_bench.sh
+
+format:
+	clang-format -i $$(git ls-files '*.cc' '*.h')
+
+clean:
+	rm -rf $(BUILD_DIR)

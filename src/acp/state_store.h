@@ -1,0 +1,120 @@
+// ACP's StateStore: the cluster's source of truth for nodes, VM ownership and migrations.
+// SQLite (sqlite_state_store.h) for one host; etcd later for a real cluster.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "common/status.h"
+
+namespace dwcp::acp {
+
+struct NodeRecord {
+  std::string id;            // "node-a"
+  std::string region;        // "local"
+  std::string api_url;       // "http://127.0.0.1:8080"
+  std::string data_address;  // "127.0.0.1:7070"
+  std::string state;         // "up" | "down"
+  std::string version;       // dwcpd version string
+  int64_t started_ms = 0;    // wall ms when the node last started
+  int64_t heartbeat_ms = 0;  // wall ms of the node's last heartbeat
+};
+
+// VM states.
+inline constexpr const char* kVmRunning = "running";
+inline constexpr const char* kVmMigrating = "migrating";
+inline constexpr const char* kVmStopped = "stopped";
+
+struct VmRecord {
+  std::string id;            // "vm-12345"
+  std::string node_id;       // owner: the only node allowed to run the VM
+  std::string state;         // kVmRunning | kVmMigrating | kVmStopped
+  uint64_t epoch = 0;        // fencing epoch; +1 on every ownership change
+  std::string migration_id;  // set while state == kVmMigrating
+  std::string driver = "synthetic";
+  uint64_t memory_bytes = 0;
+  uint64_t dirty_rate = 0;   // bytes per second the guest dirties
+  uint64_t seed = 0;         // content-model seed of the synthetic driver
+  int64_t created_ms = 0;
+  int64_t updated_ms = 0;
+};
+
+// Migration phases, in order; a migration ends in completed, failed or aborted.
+inline constexpr const char* kPhasePending = "pending";
+inline constexpr const char* kPhasePrecopy = "precopy";
+inline constexpr const char* kPhaseSwitchover = "switchover";
+inline constexpr const char* kPhaseCommitting = "committing";
+inline constexpr const char* kPhaseCompleted = "completed";
+inline constexpr const char* kPhaseFailed = "failed";
+inline constexpr const char* kPhaseAborted = "aborted";
+
+struct MigrationRecord {
+  std::string id;  // "mig-<hex>"
+  std::string vm_id;
+  std::string source_node;
+  std::string dest_node;
+  std::string phase = kPhasePending;
+  std::string error;     // human-readable reason when failed/aborted
+  std::string protocol;  // negotiated wire protocol: "v1" | "v3"
+  uint32_t round = 0;    // current (or final) pre-copy round, 1-based
+  uint64_t memory_bytes = 0;
+  uint64_t bytes_transferred = 0;  // logical VM bytes sent so far
+  uint64_t network_bytes = 0;      // bytes on the wire so far
+  uint64_t remaining_bytes = 0;    // dirty bytes still to send (estimate)
+  double throughput_bps = 0;       // current transfer rate, logical bytes/s
+  double downtime_ms = 0;          // pause to resume, once switched over
+  double total_ms = 0;             // creation to end, once ended
+  uint64_t epoch_before = 0;       // VM epoch when the migration started
+  std::string source_digest;       // content digest computed on the source at pause
+  std::string dest_digest;         // content digest computed on the destination
+  int64_t created_ms = 0;
+  int64_t updated_ms = 0;
+  int64_t finished_ms = 0;  // 0 while running
+};
+
+struct Lease {
+  std::string name;
+  std::string holder;
+  int64_t expires_ms = 0;  // wall ms
+};
+
+// Thread-safe. Every method is one linearizable transaction against the store.
+class StateStore {
+ public:
+  virtual ~StateStore() = default;
+
+  // Inserts or replaces a node.
+  virtual Status UpsertNode(const NodeRecord& node) = 0;
+  virtual Result<NodeRecord> GetNode(const std::string& id) = 0;  // NotFound
+  virtual Result<std::vector<NodeRecord>> ListNodes() = 0;        // ordered by id
+
+  // Inserts a VM; AlreadyExists if the id is taken.
+  virtual Status CreateVm(const VmRecord& vm) = 0;
+  virtual Result<VmRecord> GetVm(const std::string& id) = 0;  // NotFound
+  virtual Result<std::vector<VmRecord>> ListVms() = 0;        // ordered by id
+  // Replaces the VM record by `desired` iff the stored record's node_id, state, epoch and
+  // migration_id all equal `expected`'s; when `migration` is non-null it is upserted in the
+  // same transaction. NotFound if the VM is gone; FailedPrecondition (naming the stored
+  // owner, state and epoch) when the comparison fails, in which case nothing is written.
+  virtual Status CompareAndSwapVm(const VmRecord& expected, const VmRecord& desired,
+                                  const MigrationRecord* migration = nullptr) = 0;
+  // Deletes a VM iff its epoch equals `expected_epoch`.
+  virtual Status DeleteVm(const std::string& id, uint64_t expected_epoch) = 0;
+
+  // Inserts or replaces a migration.
+  virtual Status PutMigration(const MigrationRecord& migration) = 0;
+  virtual Result<MigrationRecord> GetMigration(const std::string& id) = 0;  // NotFound
+  // Newest first (by created_ms, then id), at most `limit`.
+  virtual Result<std::vector<MigrationRecord>> ListMigrations(size_t limit) = 0;
+
+  // Takes or renews the named lease for `holder` until now + ttl_ms. FailedPrecondition if
+  // another holder has it and it has not expired.
+  virtual Result<Lease> AcquireLease(const std::string& name, const std::string& holder,
+                                     int64_t ttl_ms) = 0;
+  // Releases the lease if `holder` has it; OK if it is not held at all.
+  virtual Status ReleaseLease(const std::string& name, const std::string& holder) = 0;
+};
+
+}  // namespace dwcp::acp

@@ -1,0 +1,173 @@
+#include "amst/connection.h"
+
+#include <asio/experimental/as_tuple.hpp>
+#include <asio/experimental/awaitable_operators.hpp>
+#include <charconv>
+
+namespace dwcp::amst {
+namespace {
+
+using asio::awaitable;
+using asio::use_awaitable;
+using asio::experimental::as_tuple;
+using namespace asio::experimental::awaitable_operators;
+
+Status FromError(const asio::error_code& ec, const char* what) {
+  if (ec == asio::error::eof || ec == asio::error::connection_reset ||
+      ec == asio::error::broken_pipe) {
+    return Unavailable(std::string(what) + ": peer closed the connection");
+  }
+  if (ec == asio::error::operation_aborted) return Aborted(std::string(what) + ": cancelled");
+  return Unavailable(std::string(what) + ": " + ec.message());
+}
+
+// Runs a read or write with a deadline; returns {error, bytes}.
+template <typename Op>
+awaitable<std::tuple<asio::error_code, size_t, bool>> WithDeadline(Op op, Millis deadline) {
+  asio::steady_timer timer(co_await asio::this_coro::executor);
+  timer.expires_after(deadline);
+  auto result = co_await (std::move(op) || timer.async_wait(as_tuple(use_awaitable)));
+  if (result.index() == 1) co_return std::make_tuple(asio::error::timed_out, size_t{0}, true);
+  auto [ec, n] = std::get<0>(result);
+  co_return std::make_tuple(ec, n, false);
+}
+
+}  // namespace
+
+Connection::Connection(asio::ip::tcp::socket socket, obs::Metrics& metrics, uint32_t max_payload)
+    : socket_(std::move(socket)), metrics_(metrics), max_payload_(max_payload) {
+  asio::error_code ec;
+  auto ep = socket_.remote_endpoint(ec);
+  peer_ = ec ? "unknown" : ep.address().to_string() + ":" + std::to_string(ep.port());
+  socket_.set_option(asio::ip::tcp::no_delay(true), ec);
+  socket_.set_option(asio::socket_base::send_buffer_size(4 << 20), ec);
+  socket_.set_option(asio::socket_base::receive_buffer_size(4 << 20), ec);
+  metrics_.active_connections.Increment();
+}
+
+Connection::~Connection() {
+  asio::error_code ec;
+  socket_.close(ec);
+  metrics_.active_connections.Decrement();
+}
+
+void Connection::Close() {
+  asio::post(socket_.get_executor(), [self = shared_from_this()] {
+    asio::error_code ec;
+    self->socket_.shutdown(asio::socket_base::shutdown_both, ec);
+    self->socket_.close(ec);
+  });
+}
+
+awaitable<Status> Connection::Send(FrameType type, std::span<const uint8_t> payload,
+                                   Millis deadline) {
+  auto header = EncodeFrameHeader(protocol_, type, send_seq_, payload);
+  std::array<asio::const_buffer, 2> bufs = {asio::buffer(header),
+                                            asio::buffer(payload.data(), payload.size())};
+  auto [ec, n, timed_out] =
+      co_await WithDeadline(asio::async_write(socket_, bufs, as_tuple(use_awaitable)), deadline);
+  if (timed_out) co_return DeadlineExceeded("send to " + peer_ + " timed out");
+  if (ec) co_return FromError(ec, ("send to " + peer_).c_str());
+  ++send_seq_;
+  wire_sent_ += n;
+  metrics_.wire_sent.Increment(static_cast<double>(n));
+  co_return Status::Ok();
+}
+
+awaitable<Status> Connection::SendControl(const wire::Control& message, Millis deadline) {
+  std::string bytes;
+  if (!message.SerializeToString(&bytes)) co_return Internal("cannot serialise control message");
+  co_return co_await Send(FrameType::kControl,
+                          {reinterpret_cast<const uint8_t*>(bytes.data()), bytes.size()},
+                          deadline);
+}
+
+awaitable<Result<Frame>> Connection::Receive(Millis deadline) {
+  std::array<uint8_t, kFrameHeaderSize> raw{};
+  {
+    auto [ec, n, timed_out] = co_await WithDeadline(
+        asio::async_read(socket_, asio::buffer(raw), as_tuple(use_awaitable)), deadline);
+    if (timed_out) co_return DeadlineExceeded("receive from " + peer_ + " timed out");
+    if (ec) co_return FromError(ec, ("receive from " + peer_).c_str());
+  }
+  auto header = DecodeFrameHeader(raw, max_payload_);
+  if (!header.ok()) co_return header.status();
+  if (header->seq != recv_seq_) {
+    co_return ProtocolError("out-of-order frame: sequence " + std::to_string(header->seq) +
+                            ", expected " + std::to_string(recv_seq_));
+  }
+  if (header->protocol != protocol_) {
+    co_return ProtocolError("frame speaks protocol " + std::to_string(header->protocol) +
+                            ", connection negotiated " + std::to_string(protocol_));
+  }
+  Frame frame{*header, std::vector<uint8_t>(header->length)};
+  if (header->length > 0) {
+    auto [ec, n, timed_out] = co_await WithDeadline(
+        asio::async_read(socket_, asio::buffer(frame.payload), as_tuple(use_awaitable)), deadline);
+    if (timed_out) co_return DeadlineExceeded("receive from " + peer_ + " timed out");
+    if (ec) co_return FromError(ec, ("receive from " + peer_).c_str());
+  }
+  if (!VerifyFrameChecksum(raw, frame.payload, header->checksum)) {
+    co_return ProtocolError("frame checksum mismatch (sequence " + std::to_string(header->seq) +
+                            ")");
+  }
+  ++recv_seq_;
+  uint64_t n = kFrameHeaderSize + frame.payload.size();
+  wire_received_ += n;
+  metrics_.wire_received.Increment(static_cast<double>(n));
+  co_return frame;
+}
+
+awaitable<Result<wire::Control>> Connection::ReceiveControl(Millis deadline) {
+  auto frame = co_await Receive(deadline);
+  if (!frame.ok()) co_return frame.status();
+  if (frame->header.type != FrameType::kControl) {
+    co_return ProtocolError("unexpected page frame where a control message was due");
+  }
+  wire::Control message;
+  if (!message.ParseFromArray(frame->payload.data(), static_cast<int>(frame->payload.size()))) {
+    co_return ProtocolError("control message does not parse");
+  }
+  co_return message;
+}
+
+Status SplitHostPort(const std::string& address, std::string* host, uint16_t* port) {
+  auto colon = address.rfind(':');
+  if (colon == std::string::npos || colon == 0) {
+    return InvalidArgument("address '" + address + "' is not host:port");
+  }
+  *host = address.substr(0, colon);
+  if (host->size() > 2 && host->front() == '[' && host->back() == ']') {
+    *host = host->substr(1, host->size() - 2);
+  }
+  unsigned value = 0;
+  const char* begin = address.data() + colon + 1;
+  const char* end = address.data() + address.size();
+  auto [ptr, ec] = std::from_chars(begin, end, value);
+  if (ec != std::errc() || ptr != end || value > 65535) {
+    return InvalidArgument("address '" + address + "' has a bad port");
+  }
+  *port = static_cast<uint16_t>(value);
+  return Status::Ok();
+}
+
+awaitable<Result<std::unique_ptr<Connection>>> Connect(const std::string& host, uint16_t port,
+                                                       obs::Metrics& metrics, Millis deadline) {
+  auto executor = co_await asio::this_coro::executor;
+  asio::ip::tcp::resolver resolver(executor);
+  auto [rec, endpoints] =
+      co_await resolver.async_resolve(host, std::to_string(port), as_tuple(use_awaitable));
+  if (rec) co_return Unavailable("cannot resolve " + host + ": " + rec.message());
+  asio::ip::tcp::socket socket(executor);
+  asio::steady_timer timer(executor);
+  timer.expires_after(deadline);
+  auto result = co_await (asio::async_connect(socket, endpoints, as_tuple(use_awaitable)) ||
+                          timer.async_wait(as_tuple(use_awaitable)));
+  std::string target = host + ":" + std::to_string(port);
+  if (result.index() == 1) co_return DeadlineExceeded("connect to " + target + " timed out");
+  auto [ec, ep] = std::get<0>(result);
+  if (ec) co_return Unavailable("connect to " + target + ": " + ec.message());
+  co_return std::make_unique<Connection>(std::move(socket), metrics);
+}
+
+}  // namespace dwcp::amst

@@ -1,0 +1,81 @@
+// A framed DWCP connection over one TCP stream, driven by C++20 coroutines. Every operation
+// takes a deadline. The connection validates every frame it receives (magic, type, flags,
+// length limit, sequence number, protocol version, checksum); the first bad frame fails the
+// receive with a Protocol error and the caller closes the connection.
+#pragma once
+
+#include <asio.hpp>
+#include <chrono>
+#include <cstdint>
+#include <memory>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "amst/frame.h"
+#include "common/status.h"
+#include "dwcp.pb.h"
+#include "obs/metrics.h"
+
+namespace dwcp::amst {
+
+using Millis = std::chrono::milliseconds;
+
+struct Frame {
+  FrameHeader header;
+  std::vector<uint8_t> payload;
+};
+
+// Not thread-safe: one coroutine drives it, on the socket's executor (a strand). Close()
+// may be called from any thread. Always owned by a std::shared_ptr.
+class Connection : public std::enable_shared_from_this<Connection> {
+ public:
+  // Takes a connected socket. Counts itself in dwcp_v3_active_connections while alive and
+  // its bytes in dwcp_v3_network_bytes_total.
+  Connection(asio::ip::tcp::socket socket, obs::Metrics& metrics,
+             uint32_t max_payload = kDefaultMaxPayload);
+  ~Connection();
+  Connection(const Connection&) = delete;
+  Connection& operator=(const Connection&) = delete;
+
+  asio::awaitable<Status> Send(FrameType type, std::span<const uint8_t> payload, Millis deadline);
+  asio::awaitable<Status> SendControl(const wire::Control& message, Millis deadline);
+  // The next frame. Unavailable when the peer closed, DeadlineExceeded on timeout, Protocol
+  // for a malformed, oversized, out-of-sequence or corrupt frame.
+  asio::awaitable<Result<Frame>> Receive(Millis deadline);
+  // The next frame, which must be a control frame that parses.
+  asio::awaitable<Result<wire::Control>> ReceiveControl(Millis deadline);
+
+  // Frames after the handshake carry the negotiated version; before it, 0.
+  void set_protocol(uint8_t version) { protocol_ = version; }
+  uint8_t protocol() const { return protocol_; }
+
+  // Closes the socket, failing any pending operation. Thread-safe.
+  void Close();
+
+  uint64_t wire_bytes_sent() const { return wire_sent_; }
+  uint64_t wire_bytes_received() const { return wire_received_; }
+  std::string peer() const { return peer_; }
+  asio::any_io_executor executor() { return socket_.get_executor(); }
+
+ private:
+  asio::ip::tcp::socket socket_;
+  obs::Metrics& metrics_;
+  uint32_t max_payload_;
+  uint8_t protocol_ = 0;
+  uint32_t send_seq_ = 0;
+  uint32_t recv_seq_ = 0;
+  uint64_t wire_sent_ = 0;
+  uint64_t wire_received_ = 0;
+  std::string peer_;
+};
+
+// Connects to host:port within `deadline`, with TCP_NODELAY and large socket buffers.
+asio::awaitable<Result<std::unique_ptr<Connection>>> Connect(const std::string& host,
+                                                             uint16_t port, obs::Metrics& metrics,
+                                                             Millis deadline);
+
+// Splits "host:port"; InvalidArgument on a missing or bad port.
+Status SplitHostPort(const std::string& address, std::string* host, uint16_t* port);
+
+}  // namespace dwcp::amst

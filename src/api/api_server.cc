@@ -1,0 +1,416 @@
+#include "api/api_server.h"
+
+#include <httplib.h>
+
+#include <nlohmann/json.hpp>
+
+#include "common/units.h"
+#include "node/node.h"
+#include "obs/log.h"
+
+namespace dwcp::api {
+namespace {
+
+using nlohmann::json;
+
+void SendJson(httplib::Response& res, int status, const json& body) {
+  res.status = status;
+  res.set_content(body.dump(), "application/json");
+}
+
+void SendError(httplib::Response& res, const Status& st) {
+  SendJson(res, HttpStatusOf(st.code()),
+           {{"error", st.message()}, {"code", StatusCodeName(st.code())}});
+}
+
+json VmJson(const acp::VmRecord& v) {
+  return {{"id", v.id},
+          {"node", v.node_id},
+          {"state", v.state},
+          {"epoch", v.epoch},
+          {"migration_id", v.migration_id},
+          {"driver", v.driver},
+          {"memory_bytes", v.memory_bytes},
+          {"dirty_rate", v.dirty_rate},
+          {"seed", v.seed},
+          {"created_ms", v.created_ms},
+          {"updated_ms", v.updated_ms}};
+}
+
+std::string ResultOfPhase(const std::string& phase) {
+  if (phase == acp::kPhaseCompleted) return "success";
+  if (phase == acp::kPhaseFailed) return "failed";
+  if (phase == acp::kPhaseAborted) return "aborted";
+  return "";
+}
+
+json MigrationJson(const acp::MigrationRecord& m) {
+  bool running = m.finished_ms == 0;
+  double eta = 0;
+  if (running && m.throughput_bps > 0) eta = static_cast<double>(m.remaining_bytes) / m.throughput_bps;
+  return {{"id", m.id},
+          {"vm", m.vm_id},
+          {"source", m.source_node},
+          {"destination", m.dest_node},
+          {"phase", m.phase},
+          {"result", ResultOfPhase(m.phase)},
+          {"error", m.error},
+          {"protocol", m.protocol},
+          {"round", m.round},
+          {"memory_bytes", m.memory_bytes},
+          {"bytes_transferred", m.bytes_transferred},
+          {"network_bytes", m.network_bytes},
+          {"remaining_bytes", m.remaining_bytes},
+          {"throughput_bps", m.throughput_bps},
+          {"eta_seconds", eta},
+          {"downtime_ms", m.downtime_ms},
+          {"total_ms", m.total_ms},
+          {"epoch_before", m.epoch_before},
+          {"source_digest", m.source_digest},
+          {"dest_digest", m.dest_digest},
+          {"created_ms", m.created_ms},
+          {"updated_ms", m.updated_ms},
+          {"finished_ms", m.finished_ms}};
+}
+
+// Parses the request body as a JSON object.
+Result<json> ParseBody(const httplib::Request& req) {
+  json body = json::parse(req.body, nullptr, /*allow_exceptions=*/false);
+  if (body.is_discarded()) return Status(InvalidArgument("request body is not valid JSON"));
+  if (!body.is_object()) return Status(InvalidArgument("request body must be a JSON object"));
+  return body;
+}
+
+// Reads a size or rate field given as a string ("1GiB", "20MB/s") or a non-negative integer.
+Status ReadAmount(const json& body, const char* key, bool rate, uint64_t* out) {
+  if (!body.contains(key) || body[key].is_null()) return Status::Ok();
+  const json& v = body[key];
+  if (v.is_number_unsigned()) {
+    *out = v.get<uint64_t>();
+    return Status::Ok();
+  }
+  if (v.is_string()) {
+    auto parsed = rate ? ParseRate(v.get<std::string>()) : ParseBytes(v.get<std::string>());
+    if (!parsed.ok()) return InvalidArgument(std::string(key) + ": " + parsed.status().message());
+    *out = *parsed;
+    return Status::Ok();
+  }
+  return InvalidArgument(std::string(key) + " must be a non-negative integer or a string like " +
+                         (rate ? "\"20MB/s\"" : "\"1GiB\""));
+}
+
+Status ReadString(const json& body, const char* key, bool required, std::string* out) {
+  if (!body.contains(key) || body[key].is_null()) {
+    return required ? InvalidArgument(std::string("missing field '") + key + "'") : Status::Ok();
+  }
+  if (!body[key].is_string()) return InvalidArgument(std::string(key) + " must be a string");
+  *out = body[key].get<std::string>();
+  if (required && out->empty()) return InvalidArgument(std::string(key) + " must not be empty");
+  return Status::Ok();
+}
+
+Status ReadInt(const json& body, const char* key, int64_t* out) {
+  if (!body.contains(key) || body[key].is_null()) return Status::Ok();
+  if (!body[key].is_number_integer()) return InvalidArgument(std::string(key) + " must be an integer");
+  *out = body[key].get<int64_t>();
+  return Status::Ok();
+}
+
+}  // namespace
+
+int HttpStatusOf(StatusCode code) {
+  switch (code) {
+    case StatusCode::kOk: return 200;
+    case StatusCode::kInvalidArgument: return 400;
+    case StatusCode::kUnauthenticated: return 401;
+    case StatusCode::kNotFound: return 404;
+    case StatusCode::kAlreadyExists:
+    case StatusCode::kFailedPrecondition:
+    case StatusCode::kAborted: return 409;
+    case StatusCode::kUnimplemented: return 501;
+    case StatusCode::kUnavailable: return 503;
+    case StatusCode::kDeadlineExceeded: return 504;
+    default: return 500;
+  }
+}
+
+ApiServer::ApiServer(node::Node& node) : node_(node), server_(std::make_unique<httplib::Server>()) {
+  AddRoutes();
+}
+
+ApiServer::~ApiServer() { Stop(); }
+
+void ApiServer::AddRoutes() {
+  auto bind = [this](auto method) {
+    return [this, method](const httplib::Request& q, httplib::Response& s) { (this->*method)(q, s); };
+  };
+  routes_ = {
+      {"GET", "/", "This index", false, bind(&ApiServer::Index)},
+      {"GET", "/healthz", "Liveness: 200 while the process serves", false, bind(&ApiServer::Healthz)},
+      {"GET", "/readyz", "Readiness: 200 once registered and listening", false,
+       bind(&ApiServer::Readyz)},
+      {"GET", "/metrics", "Prometheus metrics (text exposition)", false, bind(&ApiServer::Metrics)},
+      {"GET", "/api/v1/nodes", "Nodes of the cluster", false, bind(&ApiServer::ListNodes)},
+      {"GET", "/api/v1/vms", "VMs and where they run", false, bind(&ApiServer::ListVms)},
+      {"POST", "/api/v1/vms", "Create and boot a VM", true, bind(&ApiServer::CreateVm)},
+      {"GET", R"(/api/v1/vms/([^/]+))", "One VM", false, bind(&ApiServer::GetVm)},
+      {"GET", "/api/v1/migrations", "Recent migrations, newest first (?limit=N)", false,
+       bind(&ApiServer::ListMigrations)},
+      {"POST", "/api/v1/migrations", "Start a live migration", true,
+       bind(&ApiServer::CreateMigration)},
+      {"GET", R"(/api/v1/migrations/([^/]+))", "One migration with its progress", false,
+       bind(&ApiServer::GetMigration)},
+  };
+  const std::string token = node_.config().api_token;
+  for (const auto& r : routes_) {
+    auto handler = [this, &r, token](const httplib::Request& q, httplib::Response& s) {
+      if (r.mutating && !token.empty() && q.get_header_value("Authorization") != "Bearer " + token) {
+        SendError(s, Status(StatusCode::kUnauthenticated, "missing or wrong bearer token"));
+        return;
+      }
+      r.handler(q, s);
+    };
+    if (r.method == "GET") {
+      server_->Get(r.pattern, handler);
+    } else {
+      server_->Post(r.pattern, handler);
+    }
+  }
+  server_->set_logger([this](const httplib::Request&, const httplib::Response& s) {
+    node_.metrics().CountApiRequest(s.status);
+  });
+  server_->set_error_handler([](const httplib::Request& q, httplib::Response& s) {
+    if (s.body.empty()) {
+      if (s.status == 404) {
+        SendError(s, NotFound("no such endpoint: " + q.method + " " + q.path));
+      } else {
+        SendJson(s, s.status, {{"error", "request failed"}, {"code", "invalid_argument"}});
+      }
+    }
+  });
+  server_->set_exception_handler([](const httplib::Request&, httplib::Response& s, std::exception_ptr) {
+    SendError(s, Internal("unexpected error while handling the request"));
+  });
+}
+
+Status ApiServer::Bind(const std::string& host, uint16_t port) {
+  if (port == 0) {
+    int p = server_->bind_to_any_port(host);
+    if (p < 0) return Unavailable("cannot bind the HTTP API on " + host);
+    port_ = static_cast<uint16_t>(p);
+  } else {
+    if (!server_->bind_to_port(host, port)) {
+      return Unavailable("cannot bind the HTTP API on " + host + ":" + std::to_string(port) +
+                         " (port in use?)");
+    }
+    port_ = port;
+  }
+  return Status::Ok();
+}
+
+void ApiServer::Start() {
+  thread_ = std::thread([this] { server_->listen_after_bind(); });
+}
+
+void ApiServer::Stop() {
+  if (server_) server_->stop();
+  if (thread_.joinable()) thread_.join();
+}
+
+void ApiServer::Index(const httplib::Request&, httplib::Response& res) {
+  std::string text = "dwcpd " + std::string(node::kVersion) + " on " + node_.config().node_id + "\n\n";
+  for (const auto& r : routes_) {
+    char line[256];
+    std::snprintf(line, sizeof line, "%-5s %-32s %s\n", r.method.c_str(), r.pattern.c_str(),
+                  r.help.c_str());
+    text += line;
+  }
+  res.set_content(text, "text/plain");
+}
+
+void ApiServer::Healthz(const httplib::Request&, httplib::Response& res) {
+  SendJson(res, 200, {{"status", "ok"}, {"node", node_.config().node_id}});
+}
+
+void ApiServer::Readyz(const httplib::Request&, httplib::Response& res) {
+  if (node_.ready()) {
+    SendJson(res, 200, {{"status", "ready"}, {"node", node_.config().node_id}});
+  } else {
+    SendJson(res, 503, {{"status", "not_ready"}, {"node", node_.config().node_id},
+                        {"reason", "starting or shutting down"}});
+  }
+}
+
+void ApiServer::Metrics(const httplib::Request&, httplib::Response& res) {
+  res.set_content(node_.metrics().Serialize(), "text/plain; version=0.0.4; charset=utf-8");
+}
+
+void ApiServer::ListNodes(const httplib::Request&, httplib::Response& res) {
+  auto nodes = node_.store().ListNodes();
+  if (!nodes.ok()) return SendError(res, nodes.status());
+  auto vms = node_.store().ListVms();
+  if (!vms.ok()) return SendError(res, vms.status());
+  json out = json::array();
+  int64_t now = node_.clock().WallMillis();
+  for (const auto& n : *nodes) {
+    int owned = 0;
+    for (const auto& v : *vms) owned += v.node_id == n.id;
+    bool alive = n.state == "up" && now - n.heartbeat_ms < node_.node_alive_window_ms();
+    out.push_back({{"id", n.id}, {"region", n.region}, {"api_url", n.api_url},
+                   {"data_address", n.data_address}, {"state", n.state}, {"alive", alive},
+                   {"version", n.version}, {"started_ms", n.started_ms},
+                   {"heartbeat_ms", n.heartbeat_ms}, {"vms", owned}});
+  }
+  SendJson(res, 200, {{"nodes", out}});
+}
+
+void ApiServer::ListVms(const httplib::Request&, httplib::Response& res) {
+  auto vms = node_.store().ListVms();
+  if (!vms.ok()) return SendError(res, vms.status());
+  json out = json::array();
+  for (const auto& v : *vms) out.push_back(VmJson(v));
+  SendJson(res, 200, {{"vms", out}});
+}
+
+void ApiServer::GetVm(const httplib::Request& req, httplib::Response& res) {
+  auto vm = node_.store().GetVm(req.matches[1]);
+  if (!vm.ok()) {
+    return SendError(res, vm.status().code() == StatusCode::kNotFound
+                              ? NotFound("vm " + std::string(req.matches[1]) + " does not exist")
+                              : vm.status());
+  }
+  json out = VmJson(*vm);
+  auto local = node_.vms().Find(vm->id);
+  out["runs_here"] = local.guest != nullptr && local.guest->running();
+  SendJson(res, 200, out);
+}
+
+void ApiServer::CreateVm(const httplib::Request& req, httplib::Response& res) {
+  auto body = ParseBody(req);
+  if (!body.ok()) return SendError(res, body.status());
+  node::VmCreateRequest r;
+  std::string target = node_.config().node_id, driver = "synthetic";
+  Status st = ReadString(*body, "id", true, &r.id);
+  if (st.ok()) st = ReadString(*body, "node", false, &target);
+  if (st.ok()) st = ReadString(*body, "driver", false, &driver);
+  if (st.ok()) st = ReadAmount(*body, "memory", false, &r.memory_bytes);
+  if (st.ok()) st = ReadAmount(*body, "dirty_rate", true, &r.dirty_rate);
+  if (st.ok() && body->contains("seed")) {
+    if (!(*body)["seed"].is_number_unsigned()) {
+      st = InvalidArgument("seed must be a non-negative integer");
+    } else {
+      r.seed = (*body)["seed"].get<uint64_t>();
+    }
+  }
+  if (st.ok() && driver != "synthetic") {
+    st = InvalidArgument("driver '" + driver + "' is not supported in this build (only synthetic)");
+  }
+  if (!st.ok()) return SendError(res, st);
+  if (target != node_.config().node_id) return Forward(target, req, res);
+  auto vm = node_.CreateVm(r);
+  if (!vm.ok()) return SendError(res, vm.status());
+  json out = VmJson(*vm);
+  out["runs_here"] = true;
+  SendJson(res, 201, out);
+}
+
+void ApiServer::ListMigrations(const httplib::Request& req, httplib::Response& res) {
+  size_t limit = 20;
+  if (req.has_param("limit")) {
+    try {
+      long v = std::stol(req.get_param_value("limit"));
+      if (v < 1 || v > 1000) throw std::out_of_range("limit");
+      limit = static_cast<size_t>(v);
+    } catch (const std::exception&) {
+      return SendError(res, InvalidArgument("limit must be an integer between 1 and 1000"));
+    }
+  }
+  auto list = node_.store().ListMigrations(limit);
+  if (!list.ok()) return SendError(res, list.status());
+  json out = json::array();
+  for (const auto& m : *list) out.push_back(MigrationJson(m));
+  SendJson(res, 200, {{"migrations", out}});
+}
+
+void ApiServer::GetMigration(const httplib::Request& req, httplib::Response& res) {
+  auto m = node_.store().GetMigration(req.matches[1]);
+  if (!m.ok()) {
+    return SendError(res, m.status().code() == StatusCode::kNotFound
+                              ? NotFound("migration " + std::string(req.matches[1]) +
+                                         " does not exist")
+                              : m.status());
+  }
+  SendJson(res, 200, MigrationJson(*m));
+}
+
+void ApiServer::CreateMigration(const httplib::Request& req, httplib::Response& res) {
+  auto body = ParseBody(req);
+  if (!body.ok()) return SendError(res, body.status());
+  migration::MigrationRequest r;
+  std::string protocol = "v3", on_limit;
+  Status st = ReadString(*body, "vm", true, &r.vm_id);
+  if (st.ok()) st = ReadString(*body, "to", true, &r.dest_node);
+  if (st.ok()) st = ReadString(*body, "protocol", false, &protocol);
+  if (st.ok()) st = ReadString(*body, "on_round_limit", false, &on_limit);
+  if (st.ok()) st = ReadInt(*body, "downtime_budget_ms", &r.downtime_budget_ms);
+  if (st.ok()) st = ReadInt(*body, "max_rounds", &r.max_rounds);
+  if (st.ok()) st = ReadAmount(*body, "bandwidth_limit", true, &r.bandwidth_limit);
+  if (st.ok()) {
+    if (protocol == "v3") {
+      r.protocol = 3;
+    } else if (protocol == "v1") {
+      r.protocol = 1;
+    } else {
+      st = InvalidArgument("protocol must be \"v3\" or \"v1\"");
+    }
+  }
+  if (st.ok() && !on_limit.empty()) {
+    if (on_limit == "force") {
+      r.on_round_limit = 1;
+    } else if (on_limit == "abort") {
+      r.on_round_limit = 0;
+    } else {
+      st = InvalidArgument("on_round_limit must be \"force\" or \"abort\"");
+    }
+  }
+  if (!st.ok()) return SendError(res, st);
+  auto vm = node_.store().GetVm(r.vm_id);
+  if (!vm.ok()) {
+    return SendError(res, vm.status().code() == StatusCode::kNotFound
+                              ? NotFound("vm " + r.vm_id + " does not exist")
+                              : vm.status());
+  }
+  if (!node_.store().GetNode(r.dest_node).ok()) {
+    return SendError(res, NotFound("node " + r.dest_node + " does not exist"));
+  }
+  if (vm->node_id != node_.config().node_id && vm->node_id != r.dest_node) {
+    return Forward(vm->node_id, req, res);
+  }
+  auto m = node_.StartMigration(r);
+  if (!m.ok()) return SendError(res, m.status());
+  SendJson(res, 202, MigrationJson(*m));
+}
+
+void ApiServer::Forward(const std::string& node_id, const httplib::Request& req,
+                        httplib::Response& res) {
+  auto target = node_.store().GetNode(node_id);
+  if (!target.ok()) return SendError(res, NotFound("node " + node_id + " does not exist"));
+  if (req.has_header("X-Dwcp-Forwarded")) {
+    return SendError(res, Unavailable("request already forwarded once; node " + node_id +
+                                      " disagrees about ownership"));
+  }
+  httplib::Client client(target->api_url);
+  client.set_connection_timeout(3);
+  client.set_read_timeout(120);
+  httplib::Headers headers = {{"X-Dwcp-Forwarded", node_.config().node_id}};
+  if (req.has_header("Authorization")) headers.emplace("Authorization", req.get_header_value("Authorization"));
+  auto reply = client.Post(req.path, headers, req.body, "application/json");
+  if (!reply) {
+    return SendError(res, Unavailable("node " + node_id + " at " + target->api_url +
+                                      " is unreachable: " + httplib::to_string(reply.error())));
+  }
+  res.status = reply->status;
+  res.set_content(reply->body, reply->get_header_value("Content-Type"));
+}
+
+}  // namespace dwcp::api

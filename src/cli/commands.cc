@@ -1,0 +1,462 @@
+#include "cli/commands.h"
+
+#include <CLI/CLI.hpp>
+
+#include <chrono>
+#include <csignal>
+#include <cstdint>
+#include <cstdlib>
+#include <iostream>
+#include <string>
+#include <thread>
+
+#include <nlohmann/json.hpp>
+
+#include "cli/api_client.h"
+#include "cli/console.h"
+#include "cli/demo.h"
+#include "cli/format.h"
+#include "common/clock.h"
+#include "common/units.h"
+
+namespace dwcp::cli {
+namespace {
+
+using nlohmann::json;
+using std::chrono::milliseconds;
+using SteadyClock = std::chrono::steady_clock;
+
+constexpr int kExitOk = 0;
+constexpr int kExitFailed = 1;
+constexpr int kExitUsage = 2;
+constexpr int kExitInterrupted = 130;
+constexpr auto kMigratePollInterval = milliseconds(200);
+constexpr auto kPlainProgressEvery = milliseconds(1000);
+constexpr auto kLostTrackAfter = std::chrono::seconds(30);
+
+volatile std::sig_atomic_t g_interrupted = 0;
+void OnInterrupt(int) { g_interrupted = 1; }
+
+// Flags every command takes.
+struct CommonFlags {
+  std::string api;    // empty: $DWCP_API, else kDefaultApiUrl
+  std::string token;  // empty: $DWCP_TOKEN
+  bool json = false;
+};
+
+void AddCommonFlags(CLI::App* app, CommonFlags* flags) {
+  app->add_option("--api", flags->api,
+                  "dwcpd API URL (default http://127.0.0.1:8080, or $DWCP_API)");
+  app->add_option("--token", flags->token,
+                  "bearer token for mutating calls when dwcpd requires one (or $DWCP_TOKEN)");
+  app->add_flag("--json", flags->json, "print the raw JSON response(s) instead of tables");
+}
+
+std::string EnvOr(const char* name, const std::string& fallback) {
+  const char* value = std::getenv(name);
+  return value != nullptr && *value != '\0' ? value : fallback;
+}
+
+ApiClient MakeClient(const CommonFlags& flags) {
+  ApiClientOptions options;
+  options.bearer_token = flags.token.empty() ? EnvOr("DWCP_TOKEN", "") : flags.token;
+  return ApiClient(flags.api.empty() ? EnvOr("DWCP_API", kDefaultApiUrl) : flags.api, options);
+}
+
+int UsageError(const std::string& message) {
+  std::cerr << "dwcp: " << message << "\nRun with --help for more information.\n";
+  return kExitUsage;
+}
+
+// A failed call: prints the server's message (or why it could not be reached); exit 1.
+int CallFailed(const Status& status) {
+  std::cerr << "dwcp: " << status.message() << "\n";
+  return kExitFailed;
+}
+
+// Parses a size/rate/duration flag for a good message before anything is sent.
+template <typename T>
+bool ParseFlag(const std::string& flag, const std::string& text, Result<T> (*parse)(std::string_view),
+               T* out, int* exit_code) {
+  Result<T> parsed = parse(text);
+  if (!parsed.ok()) {
+    *exit_code = UsageError("invalid " + flag + " '" + text + "': " + parsed.status().message());
+    return false;
+  }
+  *out = *parsed;
+  return true;
+}
+
+// ---- dwcp vm create / list ----
+
+struct VmCreateFlags {
+  std::string vm;
+  std::string node;
+  std::string memory;
+  std::string dirty_rate;
+  uint64_t seed = 0;
+  CLI::Option* seed_option = nullptr;
+};
+
+int VmCreate(const CommonFlags& common, const VmCreateFlags& flags) {
+  json body = {{"id", flags.vm}};
+  if (!flags.node.empty()) body["node"] = flags.node;
+  int exit_code = kExitOk;
+  if (!flags.memory.empty()) {
+    uint64_t memory = 0;
+    if (!ParseFlag<uint64_t>("--memory", flags.memory, ParseBytes, &memory, &exit_code)) {
+      return exit_code;
+    }
+    if (memory == 0) return UsageError("invalid --memory '" + flags.memory + "': must be > 0");
+    body["memory"] = memory;
+  }
+  if (!flags.dirty_rate.empty()) {
+    uint64_t rate = 0;
+    if (!ParseFlag<uint64_t>("--dirty-rate", flags.dirty_rate, ParseRate, &rate, &exit_code)) {
+      return exit_code;
+    }
+    body["dirty_rate"] = rate;
+  }
+  if (flags.seed_option != nullptr && flags.seed_option->count() > 0) body["seed"] = flags.seed;
+  ApiClient client = MakeClient(common);
+  Result<json> vm = client.Post("/api/v1/vms", body);
+  if (!vm.ok()) return CallFailed(vm.status());
+  if (common.json) {
+    std::cout << DumpJson(*vm) << "\n";
+    return kExitOk;
+  }
+  std::string id = JsonString(*vm, "id");
+  std::string node = JsonString(*vm, "node");
+  std::cout << "created " << (id.empty() ? flags.vm : id) << " on "
+            << (node.empty() ? "?" : node) << " (" << FormatBytes(JsonUint(*vm, "memory_bytes"))
+            << ", dirtying " << FormatRate(JsonDouble(*vm, "dirty_rate")) << ")\n";
+  return kExitOk;
+}
+
+int VmList(const CommonFlags& common) {
+  ApiClient client = MakeClient(common);
+  Result<json> vms = client.Get("/api/v1/vms");
+  if (!vms.ok()) return CallFailed(vms.status());
+  if (common.json) {
+    std::cout << DumpJson(*vms) << "\n";
+  } else {
+    std::cout << RenderVmTable(vms->contains("vms") ? (*vms)["vms"] : json::array());
+  }
+  return kExitOk;
+}
+
+// ---- dwcp status ----
+
+int ShowStatus(const CommonFlags& common) {
+  ApiClient client = MakeClient(common);
+  Result<json> nodes = client.Get("/api/v1/nodes");
+  if (!nodes.ok()) return CallFailed(nodes.status());
+  Result<json> vms = client.Get("/api/v1/vms");
+  if (!vms.ok()) return CallFailed(vms.status());
+  Result<json> migrations = client.Get("/api/v1/migrations?limit=10");
+  if (!migrations.ok()) return CallFailed(migrations.status());
+  if (common.json) {
+    json all = {{"nodes", nodes->contains("nodes") ? (*nodes)["nodes"] : json::array()},
+                {"vms", vms->contains("vms") ? (*vms)["vms"] : json::array()},
+                {"migrations",
+                 migrations->contains("migrations") ? (*migrations)["migrations"] : json::array()}};
+    std::cout << DumpJson(all) << "\n";
+    return kExitOk;
+  }
+  auto field = [](const json& j, const char* key) {
+    return j.is_object() && j.contains(key) ? j[key] : json::array();
+  };
+  std::cout << RenderStatus(field(*nodes, "nodes"), field(*vms, "vms"),
+                            field(*migrations, "migrations"), RealClock::Instance().WallMillis());
+  return kExitOk;
+}
+
+// ---- dwcp migrate ----
+
+struct MigrateFlags {
+  std::string vm;
+  std::string to;
+  std::string protocol;
+  std::string bandwidth_limit;
+  std::string downtime_budget;
+  int64_t max_rounds = 0;
+  CLI::Option* max_rounds_option = nullptr;
+  std::string on_round_limit;
+  bool no_wait = false;
+};
+
+// Sleeps `d`, waking early on Ctrl-C.
+void SleepUnlessInterrupted(milliseconds d) {
+  auto until = SteadyClock::now() + d;
+  while (!g_interrupted && SteadyClock::now() < until) {
+    std::this_thread::sleep_for(milliseconds(20));
+  }
+}
+
+// Polls the migration until it ends; draws progress. Returns the exit code.
+int WatchMigration(ApiClient& client, const CommonFlags& common, MigrationInfo m, json last) {
+  Console console(common.json);
+  ProgressTracker tracker;
+  auto last_ok = SteadyClock::now();
+  auto last_plain = SteadyClock::time_point{};
+  std::string last_plain_key;
+  while (!m.finished()) {
+    if (g_interrupted) {
+      console.KeepProgress();
+      std::cerr << "stopped watching " << m.id << "; the migration continues on "
+                << (m.source.empty() ? "the node" : m.source) << " (see `dwcp status`)\n";
+      return kExitInterrupted;
+    }
+    double fraction = tracker.Update(m);
+    if (!common.json) {
+      std::string line = RenderProgressLine(m, fraction);
+      if (console.interactive()) {
+        console.Progress(line);
+      } else {
+        // Plain output (a pipe or a file): a line per phase/round change, else every second.
+        std::string key = m.phase + "/" + std::to_string(m.round);
+        if (key != last_plain_key || SteadyClock::now() - last_plain >= kPlainProgressEvery) {
+          console.Info(line);
+          last_plain = SteadyClock::now();
+          last_plain_key = key;
+        }
+      }
+    }
+    SleepUnlessInterrupted(kMigratePollInterval);
+    if (g_interrupted) continue;
+    Result<json> polled = client.Get("/api/v1/migrations/" + m.id);
+    if (polled.ok()) {
+      last_ok = SteadyClock::now();
+      last = std::move(*polled);
+      m = ParseMigration(last);
+    } else if (polled.status().code() == StatusCode::kNotFound ||
+               SteadyClock::now() - last_ok > kLostTrackAfter) {
+      console.KeepProgress();
+      std::cerr << "dwcp: lost track of " << m.id << ": " << polled.status().message() << "\n";
+      return kExitFailed;
+    }
+  }
+  if (common.json) {
+    std::cout << DumpJson(last) << "\n";
+  } else {
+    if (console.interactive()) {
+      console.Progress(RenderProgressLine(m, tracker.Update(m)));
+      console.KeepProgress();
+    }
+    std::cout << RenderSummary(m);
+  }
+  if (m.succeeded()) return kExitOk;
+  std::cerr << "dwcp: migration " << m.id << " "
+            << (m.result.empty() ? m.phase : m.result)
+            << (m.error.empty() ? "" : ": " + m.error) << "\n";
+  return kExitFailed;
+}
+
+int Migrate(const CommonFlags& common, const MigrateFlags& flags) {
+  json body = {{"vm", flags.vm}, {"to", flags.to}};
+  if (!flags.protocol.empty()) body["protocol"] = flags.protocol;
+  int exit_code = kExitOk;
+  if (!flags.bandwidth_limit.empty()) {
+    uint64_t rate = 0;
+    if (!ParseFlag<uint64_t>("--bandwidth-limit", flags.bandwidth_limit, ParseRate, &rate,
+                             &exit_code)) {
+      return exit_code;
+    }
+    if (rate == 0) {
+      return UsageError("invalid --bandwidth-limit '" + flags.bandwidth_limit + "': must be > 0");
+    }
+    body["bandwidth_limit"] = rate;
+  }
+  if (!flags.downtime_budget.empty()) {
+    int64_t budget_ms = 0;
+    if (!ParseFlag<int64_t>("--downtime-budget", flags.downtime_budget, ParseDurationMillis,
+                            &budget_ms, &exit_code)) {
+      return exit_code;
+    }
+    if (budget_ms <= 0) {
+      return UsageError("invalid --downtime-budget '" + flags.downtime_budget + "': must be > 0");
+    }
+    body["downtime_budget_ms"] = budget_ms;
+  }
+  if (flags.max_rounds_option != nullptr && flags.max_rounds_option->count() > 0) {
+    body["max_rounds"] = flags.max_rounds;
+  }
+  if (!flags.on_round_limit.empty()) body["on_round_limit"] = flags.on_round_limit;
+
+  ApiClient client = MakeClient(common);
+  Result<json> started = client.Post("/api/v1/migrations", body);
+  if (!started.ok()) return CallFailed(started.status());
+  MigrationInfo m = ParseMigration(*started);
+  if (flags.no_wait || m.id.empty()) {
+    if (common.json) {
+      std::cout << DumpJson(*started) << "\n";
+    } else {
+      std::cout << "started " << (m.id.empty() ? "a migration" : m.id) << ": " << flags.vm << " "
+                << FormatRoute(m.source, flags.to) << "; follow it with `dwcp status`\n";
+    }
+    return kExitOk;
+  }
+  if (!common.json) {
+    std::cout << "migrating " << flags.vm << " " << FormatRoute(m.source, flags.to) << " ("
+              << m.id << ", protocol " << (m.protocol.empty() ? "v3" : m.protocol) << ")\n";
+  }
+  g_interrupted = 0;
+  struct sigaction action {}, old_int {};
+  action.sa_handler = OnInterrupt;
+  sigemptyset(&action.sa_mask);
+  sigaction(SIGINT, &action, &old_int);
+  int rc = WatchMigration(client, common, m, *started);
+  sigaction(SIGINT, &old_int, nullptr);
+  return rc;
+}
+
+// ---- dwcp demo ----
+
+struct DemoFlags {
+  int nodes = 3;
+  int vms = 4;
+  std::string data_dir = ".demo";
+  std::string memory = "256MiB";
+  std::string dirty_rate = "20MB/s";
+  std::string bandwidth_limit = "250MB/s";
+  std::string interval = "1s";
+  std::string dwcpd;
+  int64_t count = 0;
+};
+
+int Demo(const CommonFlags& common, const DemoFlags& flags) {
+  DemoOptions options;
+  options.nodes = flags.nodes;
+  options.vms = flags.vms;
+  options.data_dir = flags.data_dir;
+  options.dwcpd = flags.dwcpd;
+  options.count = flags.count;
+  options.json = common.json;
+  int exit_code = kExitOk;
+  if (!ParseFlag<uint64_t>("--memory", flags.memory, ParseBytes, &options.memory_bytes,
+                           &exit_code) ||
+      !ParseFlag<uint64_t>("--dirty-rate", flags.dirty_rate, ParseRate, &options.dirty_rate,
+                           &exit_code) ||
+      !ParseFlag<uint64_t>("--bandwidth-limit", flags.bandwidth_limit, ParseRate,
+                           &options.bandwidth_limit, &exit_code) ||
+      !ParseFlag<int64_t>("--interval", flags.interval, ParseDurationMillis, &options.interval_ms,
+                          &exit_code)) {
+    return exit_code;
+  }
+  if (options.memory_bytes == 0) return UsageError("invalid --memory '0': must be > 0");
+  if (options.data_dir.empty()) return UsageError("--data-dir must not be empty");
+  return RunDemo(options);
+}
+
+}  // namespace
+
+int RunCli(int argc, char** argv) {
+  std::signal(SIGPIPE, SIG_IGN);
+  CLI::App app{"dwcp: the command line for DWCP v3 live migration (talks to dwcpd)", "dwcp"};
+  app.set_version_flag("--version", std::string("dwcp ") + kCliVersion, "print the version");
+  app.require_subcommand(1);
+  app.footer(
+      "Examples:\n"
+      "  dwcp demo                                  start a local 3-node cluster\n"
+      "  dwcp status\n"
+      "  dwcp vm create --vm vm-1 --node node-a --memory 1GiB --dirty-rate 20MB/s\n"
+      "  dwcp migrate --vm vm-1 --to node-b --bandwidth-limit 100MB/s\n"
+      "Exit codes: 0 ok, 1 failed (server said no, migration failed), 2 usage error.");
+  CommonFlags common;
+  AddCommonFlags(&app, &common);
+
+  // vm
+  CLI::App* vm = app.add_subcommand("vm", "create and list VMs");
+  vm->require_subcommand(1);
+  AddCommonFlags(vm, &common);
+  VmCreateFlags create_flags;
+  CLI::App* vm_create = vm->add_subcommand("create", "create and boot a VM (POST /api/v1/vms)");
+  AddCommonFlags(vm_create, &common);
+  vm_create->add_option("--vm", create_flags.vm, "VM id, [A-Za-z0-9._-]{1,64}")->required();
+  vm_create->add_option("--node", create_flags.node, "node to boot on (default: the answering node)");
+  vm_create->add_option("--memory", create_flags.memory, "guest memory, e.g. 1GiB (default 256MiB)");
+  vm_create->add_option("--dirty-rate", create_flags.dirty_rate,
+                        "bytes the guest dirties per second, e.g. 20MB/s (default 0)");
+  create_flags.seed_option =
+      vm_create->add_option("--seed", create_flags.seed, "content-model seed (default random)");
+  CLI::App* vm_list = vm->add_subcommand("list", "list VMs (GET /api/v1/vms)");
+  AddCommonFlags(vm_list, &common);
+
+  // migrate
+  MigrateFlags migrate_flags;
+  CLI::App* migrate = app.add_subcommand(
+      "migrate", "live-migrate a VM and watch it (POST /api/v1/migrations)");
+  AddCommonFlags(migrate, &common);
+  migrate->add_option("--vm", migrate_flags.vm, "the VM to move")->required();
+  migrate->add_option("--to", migrate_flags.to, "destination node id")->required();
+  migrate->add_option("--protocol", migrate_flags.protocol, "wire protocol: v3 (default) or v1")
+      ->check(CLI::IsMember({"v3", "v1"}));
+  migrate->add_option("--bandwidth-limit", migrate_flags.bandwidth_limit,
+                      "cap for this migration, e.g. 100MB/s or 1Gbit/s (default unlimited)");
+  migrate->add_option("--downtime-budget", migrate_flags.downtime_budget,
+                      "switch over once the rest fits this, e.g. 300ms (default: node config)");
+  migrate_flags.max_rounds_option =
+      migrate
+          ->add_option("--max-rounds", migrate_flags.max_rounds,
+                       "pre-copy round limit (default: node config)")
+          ->check(CLI::Range(int64_t{1}, int64_t{100000}));
+  migrate->add_option("--on-round-limit", migrate_flags.on_round_limit,
+                      "at the round limit: force switchover or abort (default: node config)")
+      ->check(CLI::IsMember({"force", "abort"}));
+  migrate->add_flag("--no-wait", migrate_flags.no_wait,
+                    "return once the migration is accepted instead of watching it");
+  migrate->footer(
+      "Ctrl-C stops watching; the migration continues on the node.\n"
+      "Exit codes: 0 success, 1 failed or aborted, 2 usage error, 130 stopped watching.");
+
+  // status
+  CLI::App* status =
+      app.add_subcommand("status", "nodes, VMs and the last 10 migrations of the cluster");
+  AddCommonFlags(status, &common);
+
+  // demo
+  DemoFlags demo_flags;
+  CLI::App* demo = app.add_subcommand(
+      "demo", "start a local cluster of dwcpd processes and migrate VMs between them");
+  AddCommonFlags(demo, &common);  // --api is unused: the demo talks to the nodes it starts
+  demo->add_option("--nodes", demo_flags.nodes, "number of dwcpd nodes")
+      ->check(CLI::Range(2, 26))
+      ->capture_default_str();
+  demo->add_option("--vms", demo_flags.vms, "number of VMs (vm-1 … vm-N)")
+      ->check(CLI::Range(1, 1000))
+      ->capture_default_str();
+  demo->add_option("--data-dir", demo_flags.data_dir, "state, node data and logs")
+      ->capture_default_str();
+  demo->add_option("--memory", demo_flags.memory, "memory of each VM")->capture_default_str();
+  demo->add_option("--dirty-rate", demo_flags.dirty_rate, "dirty rate of each VM")
+      ->capture_default_str();
+  demo->add_option("--bandwidth-limit", demo_flags.bandwidth_limit,
+                   "bandwidth cap of each migration (0 = unlimited)")
+      ->capture_default_str();
+  demo->add_option("--interval", demo_flags.interval, "pause between migrations")
+      ->capture_default_str();
+  demo->add_option("--dwcpd", demo_flags.dwcpd,
+                   "dwcpd binary (default: the one next to dwcp, then $PATH)");
+  demo->add_option("--count", demo_flags.count, "migrations to run, then stop (0 = forever)")
+      ->check(CLI::NonNegativeNumber)
+      ->capture_default_str();
+  demo->footer(
+      "Ctrl-C (or SIGTERM) lets the running migration finish, stops every dwcpd and exits 0.\n"
+      "Exit 1 when a node fails to start or dies, or (with --count) a migration failed.");
+
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    int rc = app.exit(e);  // prints help, the version, or the error and a hint
+    return rc == 0 ? kExitOk : kExitUsage;
+  }
+
+  if (vm_create->parsed()) return VmCreate(common, create_flags);
+  if (vm_list->parsed()) return VmList(common);
+  if (migrate->parsed()) return Migrate(common, migrate_flags);
+  if (status->parsed()) return ShowStatus(common);
+  if (demo->parsed()) return Demo(common, demo_flags);
+  return UsageError("no command given");
+}
+
+}  // namespace dwcp::cli

@@ -1,0 +1,115 @@
+// The migration engine: iterative pre-copy live migration of a local guest to a peer node,
+// and the receiving side. The flow and its safety argument are in docs/migration.md.
+//
+// Safety contract: the VM record in the state store names the one node allowed to run the
+// VM, under a fencing epoch. The source changes owner (epoch + 1) only after the
+// destination verified the content digest; the destination resumes only once the store
+// says it owns the VM at that epoch; anything that fails before the commit leaves (or puts)
+// the VM running on the source.
+#pragma once
+
+#include <asio.hpp>
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include "acp/state_store.h"
+#include "common/clock.h"
+#include "common/status.h"
+#include "obs/metrics.h"
+#include "vm/vm_table.h"
+
+namespace dwcp::amst {
+class Connection;
+}
+
+namespace dwcp::migration {
+
+struct EngineConfig {
+  std::string node_id;
+  int64_t downtime_budget_ms = 300;
+  uint32_t max_rounds = 30;
+  bool force_on_round_limit = true;     // at the round limit: true = switch over, false = abort
+  uint32_t batch_pages = 256;           // pages per PAGES frame (1 MiB of 4 KiB pages)
+  std::vector<uint32_t> protocols = {3, 1};  // wire versions this node speaks
+  std::chrono::milliseconds connect_timeout{5000};
+  std::chrono::milliseconds io_timeout{15000};       // any single frame send or receive
+  std::chrono::milliseconds verify_timeout{120000};  // digest of a large guest
+  std::chrono::milliseconds node_alive_window{10000};  // heartbeat age of a live node
+};
+
+struct MigrationRequest {
+  std::string vm_id;
+  std::string dest_node;
+  uint32_t protocol = 3;             // highest wire version to offer: 3 or 1
+  int64_t downtime_budget_ms = -1;   // -1: EngineConfig's
+  int64_t max_rounds = -1;           // -1: EngineConfig's
+  int on_round_limit = -1;           // -1: EngineConfig's, 0 abort, 1 force
+  uint64_t bandwidth_limit = 0;      // bytes/s, 0 = unlimited
+};
+
+// Thread-safe. Migrations run as coroutines on `io`, which the owner runs on several threads.
+class MigrationEngine {
+ public:
+  MigrationEngine(EngineConfig config, acp::StateStore& store, vm::VmTable& vms,
+                  obs::Metrics& metrics, Clock& clock, asio::io_context& io);
+  ~MigrationEngine();
+
+  // Validates the request, records the migration and marks the VM migrating in one store
+  // transaction, and starts it. Returns the new record (phase pending). Errors: NotFound
+  // (VM, node), InvalidArgument (destination is the source, bad options),
+  // FailedPrecondition (VM not running here, already migrating, destination down),
+  // Aborted (shutting down).
+  Result<acp::MigrationRecord> Start(const MigrationRequest& request);
+
+  // Binds the data listener and starts accepting incoming migrations.
+  Status Listen(const std::string& host, uint16_t port);
+  uint16_t listen_port() const { return listen_port_; }
+
+  // Refuses new work, aborts every migration that has not committed, and waits up to
+  // `grace` for all of them to end. Idempotent.
+  void Shutdown(std::chrono::milliseconds grace);
+
+  size_t active_migrations() const;
+
+ private:
+  struct Active;
+  struct Outgoing;
+
+  asio::awaitable<void> AcceptLoop();
+  asio::awaitable<void> RunOutgoing(std::shared_ptr<Outgoing> m);
+  asio::awaitable<void> ServeIncoming(std::shared_ptr<amst::Connection> conn);
+  // Resolves an incoming migration whose source went quiet after verification: resume if
+  // the store says we own the VM, otherwise cancel it in the store so the source keeps it.
+  bool ResolveInDoubt(const std::string& vm_id, const std::string& migration_id,
+                      const std::string& source_node, uint64_t epoch);
+
+  void Register(const std::shared_ptr<Active>& a);
+  void Unregister(const std::string& id);
+
+  EngineConfig config_;
+  acp::StateStore& store_;
+  vm::VmTable& vms_;
+  obs::Metrics& metrics_;
+  Clock& clock_;
+  asio::io_context& io_;
+  std::unique_ptr<asio::ip::tcp::acceptor> acceptor_;
+  uint16_t listen_port_ = 0;
+
+  mutable std::mutex mu_;
+  std::condition_variable idle_cv_;
+  std::map<std::string, std::shared_ptr<Active>> active_;  // by migration id (or conn key)
+  std::atomic<bool> stopping_{false};
+  std::atomic<uint64_t> next_incoming_{0};
+};
+
+// "mig-" followed by 12 random hex digits.
+std::string NewMigrationId();
+
+}  // namespace dwcp::migration

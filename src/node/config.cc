@@ -1,0 +1,249 @@
+#include "node/config.h"
+
+#include <unistd.h>
+#include <yaml-cpp/yaml.h>
+
+#include <CLI/CLI.hpp>
+#include <iostream>
+#include <set>
+
+#include "amst/connection.h"
+#include "common/units.h"
+#include "obs/log.h"
+
+namespace dwcp::node {
+namespace {
+
+const char* kVersion = "3.0.0";
+
+// Reads a scalar with a type-checked conversion, naming the key on failure.
+template <typename T>
+Status ReadScalar(const YAML::Node& node, const std::string& key, T* out) {
+  try {
+    *out = node.as<T>();
+  } catch (const YAML::Exception& e) {
+    return InvalidArgument("config key '" + key + "': " + e.msg);
+  }
+  return Status::Ok();
+}
+
+Status ReadDuration(const YAML::Node& node, const std::string& key, int64_t* ms) {
+  std::string text;
+  DWCP_RETURN_IF_ERROR(ReadScalar(node, key, &text));
+  auto parsed = ParseDurationMillis(text);
+  if (!parsed.ok()) return InvalidArgument("config key '" + key + "': " + parsed.status().message());
+  *ms = *parsed;
+  return Status::Ok();
+}
+
+}  // namespace
+
+Status LoadYamlConfig(const std::string& path, NodeConfig* c) {
+  YAML::Node root;
+  try {
+    root = YAML::LoadFile(path);
+  } catch (const YAML::BadFile&) {
+    return InvalidArgument("cannot read config file '" + path + "'");
+  } catch (const YAML::Exception& e) {
+    return InvalidArgument("config file '" + path + "' is not valid YAML: " + e.what());
+  }
+  if (root.IsNull()) return Status::Ok();
+  if (!root.IsMap()) return InvalidArgument("config file '" + path + "' must be a YAML mapping");
+  for (auto it = root.begin(); it != root.end(); ++it) {
+    std::string key = it->first.as<std::string>();
+    const YAML::Node& v = it->second;
+    if (key == "node_id") {
+      DWCP_RETURN_IF_ERROR(ReadScalar(v, key, &c->node_id));
+    } else if (key == "region") {
+      DWCP_RETURN_IF_ERROR(ReadScalar(v, key, &c->region));
+    } else if (key == "api_listen") {
+      DWCP_RETURN_IF_ERROR(ReadScalar(v, key, &c->api_listen));
+    } else if (key == "data_listen") {
+      DWCP_RETURN_IF_ERROR(ReadScalar(v, key, &c->data_listen));
+    } else if (key == "advertise_host") {
+      DWCP_RETURN_IF_ERROR(ReadScalar(v, key, &c->advertise_host));
+    } else if (key == "data_dir") {
+      DWCP_RETURN_IF_ERROR(ReadScalar(v, key, &c->data_dir));
+    } else if (key == "store") {
+      DWCP_RETURN_IF_ERROR(ReadScalar(v, key, &c->store));
+    } else if (key == "log_level") {
+      DWCP_RETURN_IF_ERROR(ReadScalar(v, key, &c->log_level));
+    } else if (key == "log_file") {
+      DWCP_RETURN_IF_ERROR(ReadScalar(v, key, &c->log_file));
+    } else if (key == "api_token") {
+      DWCP_RETURN_IF_ERROR(ReadScalar(v, key, &c->api_token));
+    } else if (key == "downtime_budget") {
+      DWCP_RETURN_IF_ERROR(ReadDuration(v, key, &c->downtime_budget_ms));
+    } else if (key == "max_rounds") {
+      DWCP_RETURN_IF_ERROR(ReadScalar(v, key, &c->max_rounds));
+    } else if (key == "on_round_limit") {
+      DWCP_RETURN_IF_ERROR(ReadScalar(v, key, &c->on_round_limit));
+    } else if (key == "io_threads") {
+      DWCP_RETURN_IF_ERROR(ReadScalar(v, key, &c->io_threads));
+    } else if (key == "sampling") {
+      if (!v.IsMap()) return InvalidArgument("config key 'sampling' must be a mapping");
+      c->sampling.present = true;
+      for (auto s = v.begin(); s != v.end(); ++s) {
+        std::string k = s->first.as<std::string>();
+        if (k == "type") {
+          DWCP_RETURN_IF_ERROR(ReadScalar(s->second, "sampling.type", &c->sampling.type));
+        } else if (k == "param") {
+          DWCP_RETURN_IF_ERROR(ReadScalar(s->second, "sampling.param", &c->sampling.param));
+        } else if (k == "always_sample") {
+          DWCP_RETURN_IF_ERROR(
+              ReadScalar(s->second, "sampling.always_sample", &c->sampling.always_sample));
+        } else {
+          return InvalidArgument("unknown config key 'sampling." + k + "'");
+        }
+      }
+    } else if (key == "profiling") {
+      if (!v.IsMap()) return InvalidArgument("config key 'profiling' must be a mapping");
+      for (auto s = v.begin(); s != v.end(); ++s) {
+        std::string k = s->first.as<std::string>();
+        auto& p = c->profiling;
+        if (k == "enabled") {
+          DWCP_RETURN_IF_ERROR(ReadScalar(s->second, "profiling.enabled", &p.enabled));
+        } else if (k == "interval") {
+          DWCP_RETURN_IF_ERROR(ReadScalar(s->second, "profiling.interval", &p.interval));
+        } else if (k == "cpu") {
+          DWCP_RETURN_IF_ERROR(ReadScalar(s->second, "profiling.cpu", &p.cpu));
+        } else if (k == "heap") {
+          DWCP_RETURN_IF_ERROR(ReadScalar(s->second, "profiling.heap", &p.heap));
+        } else if (k == "goroutine") {
+          DWCP_RETURN_IF_ERROR(ReadScalar(s->second, "profiling.goroutine", &p.goroutine));
+        } else if (k == "storage") {
+          DWCP_RETURN_IF_ERROR(ReadScalar(s->second, "profiling.storage", &p.storage));
+        } else {
+          return InvalidArgument("unknown config key 'profiling." + k + "'");
+        }
+      }
+    } else {
+      return InvalidArgument("unknown config key '" + key + "' in " + path);
+    }
+  }
+  return Status::Ok();
+}
+
+Status ValidateNodeConfig(NodeConfig* c) {
+  if (c->node_id.empty()) {
+    char host[256] = {};
+    if (gethostname(host, sizeof host - 1) != 0 || host[0] == '\0') {
+      return InvalidArgument("--node-id is required (cannot read the host name)");
+    }
+    c->node_id = host;
+  }
+  for (char ch : c->node_id) {
+    if (!std::isalnum(static_cast<unsigned char>(ch)) && ch != '-' && ch != '_' && ch != '.') {
+      return InvalidArgument("node id '" + c->node_id + "' may use only letters, digits, '-', '_', '.'");
+    }
+  }
+  if (c->node_id.size() > 64) return InvalidArgument("node id is longer than 64 characters");
+  std::string host;
+  uint16_t port = 0;
+  Status st = amst::SplitHostPort(c->api_listen, &host, &port);
+  if (!st.ok()) return InvalidArgument("--api-listen: " + st.message());
+  st = amst::SplitHostPort(c->data_listen, &host, &port);
+  if (!st.ok()) return InvalidArgument("--data-listen: " + st.message());
+  if (c->advertise_host.empty()) {
+    c->advertise_host = (host == "0.0.0.0" || host == "::") ? "127.0.0.1" : host;
+  }
+  obs::LogLevel level;
+  if (!obs::ParseLogLevel(c->log_level, &level)) {
+    return InvalidArgument("--log-level must be debug, info, warn or error, not '" + c->log_level + "'");
+  }
+  if (c->downtime_budget_ms <= 0) return InvalidArgument("--downtime-budget must be positive");
+  if (c->max_rounds < 1 || c->max_rounds > 1000) {
+    return InvalidArgument("--max-rounds must be between 1 and 1000");
+  }
+  if (c->on_round_limit != "force" && c->on_round_limit != "abort") {
+    return InvalidArgument("--on-round-limit must be 'force' or 'abort'");
+  }
+  if (c->io_threads < 1 || c->io_threads > 64) {
+    return InvalidArgument("--io-threads must be between 1 and 64");
+  }
+  if (c->sampling.type != "probabilistic" && c->sampling.type != "always" &&
+      c->sampling.type != "never") {
+    return InvalidArgument("sampling.type must be probabilistic, always or never");
+  }
+  if (c->sampling.param < 0 || c->sampling.param > 1) {
+    return InvalidArgument("sampling.param must be between 0 and 1");
+  }
+  auto interval = ParseDurationMillis(c->profiling.interval);
+  if (!interval.ok() || *interval <= 0) {
+    return InvalidArgument("profiling.interval must be a positive duration like 60s");
+  }
+  return Status::Ok();
+}
+
+Result<NodeConfig> ParseNodeConfig(int argc, char** argv, bool* exit_now) {
+  *exit_now = false;
+  NodeConfig flags;
+  std::string config_path, downtime;
+  CLI::App app{"dwcpd — the DWCP v3 node agent: runs VMs, sends and receives live migrations, "
+               "serves the HTTP API (/api/v1/), /metrics and health checks."};
+  app.set_version_flag("--version", std::string("dwcpd ") + kVersion);
+  app.add_option("--config", config_path, "YAML config file; every key is also a flag, flags win");
+  app.add_option("--node-id", flags.node_id, "Node id, unique in the cluster (default: host name)");
+  app.add_option("--region", flags.region, "Region label of this node")->capture_default_str();
+  app.add_option("--api-listen", flags.api_listen, "HTTP API, /metrics and health: HOST:PORT")
+      ->capture_default_str();
+  app.add_option("--data-listen", flags.data_listen, "DWCP data connections: HOST:PORT")
+      ->capture_default_str();
+  app.add_option("--advertise-host", flags.advertise_host,
+                 "Address peers use to reach this node (default: the listen host, or "
+                 "127.0.0.1 for a wildcard listener)");
+  app.add_option("--data-dir", flags.data_dir, "State directory")->capture_default_str();
+  app.add_option("--store", flags.store, "SQLite state store shared by the nodes of one host "
+                                         "(default: DATA_DIR/state.db)");
+  app.add_option("--log-level", flags.log_level, "debug, info, warn or error")
+      ->capture_default_str();
+  app.add_option("--log-file", flags.log_file, "Write JSON logs here instead of stderr");
+  app.add_option("--api-token", flags.api_token,
+                 "Require 'Authorization: Bearer TOKEN' on mutating API calls");
+  app.add_option("--downtime-budget", downtime,
+                 "Switch over once the rest fits this downtime (default 300ms)");
+  app.add_option("--max-rounds", flags.max_rounds, "Pre-copy round limit")->capture_default_str();
+  app.add_option("--on-round-limit", flags.on_round_limit,
+                 "At the round limit: 'force' switchover or 'abort'")
+      ->capture_default_str();
+  app.add_option("--io-threads", flags.io_threads, "Network threads")->capture_default_str();
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::CallForHelp& e) {
+    std::cout << app.help();
+    *exit_now = true;
+    return flags;
+  } catch (const CLI::CallForVersion& e) {
+    std::cout << e.what() << "\n";
+    *exit_now = true;
+    return flags;
+  } catch (const CLI::ParseError& e) {
+    return Status(InvalidArgument(e.what()));
+  }
+
+  NodeConfig config;
+  if (!config_path.empty()) DWCP_RETURN_IF_ERROR(LoadYamlConfig(config_path, &config));
+  auto given = [&](const char* name) { return app.count(name) > 0; };
+  if (given("--node-id")) config.node_id = flags.node_id;
+  if (given("--region")) config.region = flags.region;
+  if (given("--api-listen")) config.api_listen = flags.api_listen;
+  if (given("--data-listen")) config.data_listen = flags.data_listen;
+  if (given("--advertise-host")) config.advertise_host = flags.advertise_host;
+  if (given("--data-dir")) config.data_dir = flags.data_dir;
+  if (given("--store")) config.store = flags.store;
+  if (given("--log-level")) config.log_level = flags.log_level;
+  if (given("--log-file")) config.log_file = flags.log_file;
+  if (given("--api-token")) config.api_token = flags.api_token;
+  if (given("--max-rounds")) config.max_rounds = flags.max_rounds;
+  if (given("--on-round-limit")) config.on_round_limit = flags.on_round_limit;
+  if (given("--io-threads")) config.io_threads = flags.io_threads;
+  if (given("--downtime-budget")) {
+    auto ms = ParseDurationMillis(downtime);
+    if (!ms.ok()) return Status(InvalidArgument("--downtime-budget: " + ms.status().message()));
+    config.downtime_budget_ms = *ms;
+  }
+  DWCP_RETURN_IF_ERROR(ValidateNodeConfig(&config));
+  return config;
+}
+
+}  // namespace dwcp::node

@@ -1,0 +1,290 @@
+#include "node/node.h"
+
+#include <sys/stat.h>
+
+#include <cerrno>
+#include <chrono>
+#include <cstring>
+#include <random>
+
+#include "acp/sqlite_state_store.h"
+#include "amst/connection.h"
+#include "api/api_server.h"
+#include "obs/log.h"
+#include "vm/synthetic_guest.h"
+
+namespace dwcp::node {
+namespace {
+
+using Ms = std::chrono::milliseconds;
+
+bool ValidVmId(const std::string& id) {
+  if (id.empty() || id.size() > 64) return false;
+  for (char c : id) {
+    if (!std::isalnum(static_cast<unsigned char>(c)) && c != '-' && c != '_' && c != '.') {
+      return false;
+    }
+  }
+  return true;
+}
+
+Status MakeDirs(const std::string& path) {
+  std::string partial;
+  for (size_t i = 0; i <= path.size(); ++i) {
+    if (i == path.size() || path[i] == '/') {
+      if (!partial.empty() && mkdir(partial.c_str(), 0755) != 0 && errno != EEXIST) {
+        return Unavailable("cannot create directory " + partial + ": " + std::strerror(errno));
+      }
+    }
+    if (i < path.size()) partial += path[i];
+  }
+  return Status::Ok();
+}
+
+std::string DirName(const std::string& path) {
+  auto slash = path.rfind('/');
+  return slash == std::string::npos ? "." : (slash == 0 ? "/" : path.substr(0, slash));
+}
+
+}  // namespace
+
+Node::Node(NodeConfig config, Clock& clock) : config_(std::move(config)), clock_(clock) {}
+
+Result<std::unique_ptr<Node>> Node::Start(NodeConfig config, Clock& clock) {
+  std::unique_ptr<Node> node(new Node(std::move(config), clock));
+  Status st = node->Init();
+  if (!st.ok()) {
+    node->Stop();
+    return st;
+  }
+  return node;
+}
+
+Status Node::Init() {
+  started_ms_ = clock_.WallMillis();
+  DWCP_RETURN_IF_ERROR(MakeDirs(config_.data_dir));
+  DWCP_RETURN_IF_ERROR(MakeDirs(DirName(config_.StorePath())));
+  auto store = acp::SqliteStateStore::Open(config_.StorePath(), clock_);
+  if (!store.ok()) return store.status();
+  store_ = std::move(store).value();
+
+  migration::EngineConfig ec;
+  ec.node_id = config_.node_id;
+  ec.downtime_budget_ms = config_.downtime_budget_ms;
+  ec.max_rounds = config_.max_rounds;
+  ec.force_on_round_limit = config_.on_round_limit == "force";
+  engine_ = std::make_unique<migration::MigrationEngine>(ec, *store_, vms_, metrics_, clock_, io_);
+
+  std::string host;
+  uint16_t port = 0;
+  DWCP_RETURN_IF_ERROR(amst::SplitHostPort(config_.data_listen, &host, &port));
+  DWCP_RETURN_IF_ERROR(engine_->Listen(host, port));
+
+  api_ = std::make_unique<api::ApiServer>(*this);
+  DWCP_RETURN_IF_ERROR(amst::SplitHostPort(config_.api_listen, &host, &port));
+  DWCP_RETURN_IF_ERROR(api_->Bind(host, port));
+
+  work_ = std::make_unique<asio::executor_work_guard<asio::io_context::executor_type>>(
+      io_.get_executor());
+  for (uint32_t i = 0; i < config_.io_threads; ++i) {
+    io_threads_.emplace_back([this] { io_.run(); });
+  }
+
+  Heartbeat("up");
+  RecoverOwnedVms();
+  api_->Start();
+  background_ = std::thread([this] { BackgroundLoop(); });
+  ready_ = true;
+  obs::LogInfo("node", "dwcpd ready",
+               {{"api", "http://" + config_.advertise_host + ":" + std::to_string(api_port())},
+                {"data", config_.advertise_host + ":" + std::to_string(data_port())},
+                {"store", config_.StorePath()}, {"region", config_.region},
+                {"version", kVersion}});
+  return Status::Ok();
+}
+
+uint16_t Node::api_port() const { return api_ ? api_->port() : 0; }
+
+void Node::Heartbeat(const std::string& state) {
+  if (!store_) return;
+  acp::NodeRecord rec;
+  rec.id = config_.node_id;
+  rec.region = config_.region;
+  rec.api_url = "http://" + config_.advertise_host + ":" + std::to_string(api_port());
+  rec.data_address = config_.advertise_host + ":" + std::to_string(data_port());
+  rec.state = state;
+  rec.version = kVersion;
+  rec.started_ms = started_ms_;
+  rec.heartbeat_ms = clock_.WallMillis();
+  Status st = store_->UpsertNode(rec);
+  if (!st.ok()) {
+    metrics_.CountError(obs::Component::kAcp, "store", "warning");
+    obs::LogWarn("acp", "heartbeat failed", {{"error", st.ToString()}});
+  }
+}
+
+void Node::RecoverOwnedVms() {
+  auto vms = store_->ListVms();
+  if (!vms.ok()) {
+    obs::LogError("acp", "cannot list vms to recover", {{"error", vms.status().ToString()}});
+    return;
+  }
+  // Migrations this node was sending when it stopped can never finish now.
+  auto migrations = store_->ListMigrations(1000);
+  if (migrations.ok()) {
+    for (auto m : *migrations) {
+      if (m.source_node != config_.node_id || m.finished_ms != 0) continue;
+      m.phase = acp::kPhaseFailed;
+      m.error = "source node restarted during the migration";
+      m.finished_ms = clock_.WallMillis();
+      (void)store_->PutMigration(m);
+    }
+  }
+  for (const auto& vm : *vms) {
+    if (vm.node_id != config_.node_id) continue;
+    acp::VmRecord desired = vm;
+    desired.state = acp::kVmRunning;
+    desired.migration_id.clear();
+    Status st = store_->CompareAndSwapVm(vm, desired);
+    if (!st.ok()) continue;  // changed meanwhile: not ours to boot
+    vm::GuestSpec spec{vm.id, vm.memory_bytes, vm.dirty_rate, vm.seed};
+    auto guest = vm::SyntheticGuest::Boot(spec);
+    if (!guest.ok()) {
+      obs::LogError("vm", "cannot boot owned vm", {{"vm_id", vm.id}, {"error", guest.status().ToString()}});
+      continue;
+    }
+    vms_.Add(vm.id, std::shared_ptr<vm::Guest>(std::move(guest).value()), vm.epoch);
+    obs::LogWarn("vm", "cold-booted an owned vm: guest memory does not survive a node restart",
+                 {{"vm_id", vm.id}, {"epoch", vm.epoch}, {"previous_state", vm.state}});
+  }
+  metrics_.vms_running.Set(static_cast<double>(vms_.size()));
+}
+
+// Once a second: heartbeat, fencing check, throughput gauge.
+void Node::BackgroundLoop() {
+  double last_bytes = metrics_.bytes_sent.Value() + metrics_.bytes_received.Value();
+  auto last = clock_.Now();
+  std::unique_lock lock(stop_mu_);
+  while (!stopping_) {
+    stop_cv_.wait_for(lock, Ms(1000));
+    if (stopping_) break;
+    lock.unlock();
+    auto now = clock_.Now();
+    double bytes = metrics_.bytes_sent.Value() + metrics_.bytes_received.Value();
+    double secs = std::chrono::duration<double>(now - last).count();
+    if (secs > 0) metrics_.throughput.Set((bytes - last_bytes) / secs);
+    last_bytes = bytes;
+    last = now;
+    Heartbeat("up");
+    CheckFencing();
+    lock.lock();
+  }
+}
+
+// A guest runs here only while the store names this node its owner at the same epoch.
+void Node::CheckFencing() {
+  for (const auto& id : vms_.Ids()) {
+    auto local = vms_.Find(id);
+    if (!local.guest) continue;
+    auto rec = store_->GetVm(id);
+    if (!rec.ok() && rec.status().code() != StatusCode::kNotFound) continue;  // store hiccup
+    bool ours = rec.ok() && rec->node_id == config_.node_id && rec->epoch == local.epoch;
+    if (ours) continue;
+    vms_.Remove(id);
+    metrics_.vms_running.Set(static_cast<double>(vms_.size()));
+    metrics_.CountError(obs::Component::kAcp, "fenced", "critical");
+    obs::LogError("acp", "stopped a guest the store does not give to this node",
+                  {{"vm_id", id}, {"local_epoch", local.epoch},
+                   {"store_owner", rec.ok() ? rec->node_id : ""},
+                   {"store_epoch", rec.ok() ? rec->epoch : 0}});
+  }
+}
+
+Result<acp::VmRecord> Node::CreateVm(const VmCreateRequest& req) {
+  if (!ready_) return Status(Unavailable("node is not ready"));
+  if (!ValidVmId(req.id)) {
+    return Status(InvalidArgument("vm id '" + req.id +
+                                  "' must be 1-64 letters, digits, '-', '_' or '.'"));
+  }
+  if (req.memory_bytes == 0 || req.memory_bytes % vm::kPageSize != 0) {
+    return Status(InvalidArgument("memory must be a positive multiple of 4 KiB"));
+  }
+  if (req.memory_bytes > kMaxVmMemory) return Status(InvalidArgument("memory is larger than 64 GiB"));
+  if (req.dirty_rate > 10'000'000'000ull) {
+    return Status(InvalidArgument("dirty rate is above 10 GB/s"));
+  }
+  if (store_->GetVm(req.id).ok()) return Status(AlreadyExists("vm " + req.id + " already exists"));
+  uint64_t seed = req.seed ? req.seed : std::random_device{}() | 1;
+  vm::GuestSpec spec{req.id, req.memory_bytes, req.dirty_rate, seed};
+  auto guest = vm::SyntheticGuest::Boot(spec);
+  if (!guest.ok()) return guest.status();
+  acp::VmRecord rec;
+  rec.id = req.id;
+  rec.node_id = config_.node_id;
+  rec.state = acp::kVmRunning;
+  rec.epoch = 1;
+  rec.memory_bytes = req.memory_bytes;
+  rec.dirty_rate = req.dirty_rate;
+  rec.seed = seed;
+  rec.created_ms = clock_.WallMillis();
+  DWCP_RETURN_IF_ERROR(store_->CreateVm(rec));
+  vms_.Add(rec.id, std::shared_ptr<vm::Guest>(std::move(guest).value()), rec.epoch);
+  metrics_.vms_running.Set(static_cast<double>(vms_.size()));
+  obs::LogInfo("vm", "vm created", {{"vm_id", rec.id}, {"memory_bytes", rec.memory_bytes},
+                                    {"dirty_rate", rec.dirty_rate}});
+  return store_->GetVm(rec.id);
+}
+
+Result<acp::MigrationRecord> Node::StartMigration(const migration::MigrationRequest& request) {
+  if (!ready_) return Status(Unavailable("node is not ready"));
+  return engine_->Start(request);
+}
+
+void Node::Stop() {
+  {
+    std::lock_guard lock(stop_mu_);
+    if (stopping_) return;
+    stopping_ = true;
+  }
+  stop_cv_.notify_all();
+  bool was_ready = ready_.exchange(false);
+  if (was_ready) obs::LogInfo("node", "dwcpd stopping");
+  if (engine_) engine_->Shutdown(Ms(30000));
+  if (background_.joinable()) background_.join();
+  if (api_) api_->Stop();
+  if (store_ && was_ready) {
+    // Our guests stop with the process; the store says so, and a restart boots them again.
+    for (const auto& id : vms_.Ids()) {
+      auto rec = store_->GetVm(id);
+      if (!rec.ok() || rec->node_id != config_.node_id || rec->state != acp::kVmRunning) continue;
+      acp::VmRecord stopped = *rec;
+      stopped.state = acp::kVmStopped;
+      (void)store_->CompareAndSwapVm(*rec, stopped);
+    }
+    Heartbeat("down");
+  }
+  for (const auto& id : vms_.Ids()) vms_.Remove(id);
+  work_.reset();
+  io_.stop();
+  for (auto& t : io_threads_) {
+    if (t.joinable()) t.join();
+  }
+  {
+    std::lock_guard lock(stop_mu_);
+    stopped_ = true;
+  }
+  stop_cv_.notify_all();
+  if (was_ready) obs::LogInfo("node", "dwcpd stopped");
+}
+
+void Node::WaitForStop() {
+  std::unique_lock lock(stop_mu_);
+  stop_cv_.wait(lock, [this] { return stopped_; });
+}
+
+Node::~Node() {
+  Stop();
+  engine_.reset();
+}
+
+}  // namespace dwcp::node

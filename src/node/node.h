@@ -1,0 +1,97 @@
+// The composition root of dwcpd: one node agent with its store, guests, migration engine,
+// HTTP API and background duties (heartbeat, fencing check, throughput sampling).
+#pragma once
+
+#include <asio.hpp>
+#include <atomic>
+#include <condition_variable>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "acp/state_store.h"
+#include "common/clock.h"
+#include "common/status.h"
+#include "migration/migration_engine.h"
+#include "node/config.h"
+#include "obs/metrics.h"
+#include "vm/vm_table.h"
+
+namespace dwcp::api {
+class ApiServer;
+}
+
+namespace dwcp::node {
+
+struct VmCreateRequest {
+  std::string id;
+  uint64_t memory_bytes = 256ull << 20;
+  uint64_t dirty_rate = 0;
+  uint64_t seed = 0;  // 0: pick one
+};
+
+inline constexpr const char* kVersion = "3.0.0";
+inline constexpr uint64_t kMaxVmMemory = 64ull << 30;
+
+// Thread-safe.
+class Node {
+ public:
+  // Opens the store, binds both listeners, registers the node, boots the VMs it owns (a
+  // restarted node cold-boots them: synthetic guest memory does not survive the process),
+  // and starts serving. Errors name what failed (port in use, unwritable store, ...).
+  static Result<std::unique_ptr<Node>> Start(NodeConfig config,
+                                             Clock& clock = RealClock::Instance());
+  ~Node();
+
+  // Graceful shutdown: not ready, abort uncommitted migrations, record VMs as stopped and the
+  // node as down, stop serving. Idempotent; safe from a signal-watching thread.
+  void Stop();
+  // Blocks until Stop() has completed.
+  void WaitForStop();
+
+  // Boots a synthetic guest here and records it (owner this node, epoch 1).
+  Result<acp::VmRecord> CreateVm(const VmCreateRequest& request);
+  // Starts a migration of a VM this node owns.
+  Result<acp::MigrationRecord> StartMigration(const migration::MigrationRequest& request);
+
+  bool ready() const { return ready_; }
+  const NodeConfig& config() const { return config_; }
+  uint16_t api_port() const;
+  uint16_t data_port() const { return engine_->listen_port(); }
+  acp::StateStore& store() { return *store_; }
+  vm::VmTable& vms() { return vms_; }
+  obs::Metrics& metrics() { return metrics_; }
+  Clock& clock() { return clock_; }
+  int64_t node_alive_window_ms() const { return 10000; }
+
+ private:
+  Node(NodeConfig config, Clock& clock);
+  Status Init();
+  void RecoverOwnedVms();
+  void BackgroundLoop();
+  void Heartbeat(const std::string& state);
+  void CheckFencing();
+
+  NodeConfig config_;
+  Clock& clock_;
+  obs::Metrics metrics_;
+  std::unique_ptr<acp::StateStore> store_;
+  vm::VmTable vms_;
+  asio::io_context io_;
+  std::unique_ptr<asio::executor_work_guard<asio::io_context::executor_type>> work_;
+  std::vector<std::thread> io_threads_;
+  std::unique_ptr<migration::MigrationEngine> engine_;
+  std::unique_ptr<api::ApiServer> api_;
+  std::thread background_;
+  int64_t started_ms_ = 0;
+
+  std::atomic<bool> ready_{false};
+  std::mutex stop_mu_;
+  std::condition_variable stop_cv_;
+  bool stopping_ = false;
+  bool stopped_ = false;
+};
+
+}  // namespace dwcp::node

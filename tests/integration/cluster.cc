@@ -1,0 +1,203 @@
+#include "tests/integration/cluster.h"
+
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <gtest/gtest.h>
+#include <httplib.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cmath>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+#include <thread>
+
+namespace dwcp::testing {
+
+uint16_t FreePort() {
+  int fd = socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  addr.sin_port = 0;
+  bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr);
+  socklen_t len = sizeof addr;
+  getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len);
+  close(fd);
+  return ntohs(addr.sin_port);
+}
+
+namespace {
+
+HttpReply ToReply(const httplib::Result& r) {
+  HttpReply out;
+  if (!r) return out;
+  out.status = r->status;
+  out.text = r->body;
+  out.body = nlohmann::json::parse(r->body, nullptr, false);
+  return out;
+}
+
+}  // namespace
+
+HttpReply HttpGet(uint16_t port, const std::string& path) {
+  httplib::Client c("127.0.0.1", port);
+  c.set_connection_timeout(2);
+  c.set_read_timeout(30);
+  return ToReply(c.Get(path));
+}
+
+HttpReply HttpPost(uint16_t port, const std::string& path, const nlohmann::json& body) {
+  httplib::Client c("127.0.0.1", port);
+  c.set_connection_timeout(2);
+  c.set_read_timeout(120);
+  return ToReply(c.Post(path, body.dump(), "application/json"));
+}
+
+double MetricValue(const std::string& text, const std::string& name, const std::string& labels) {
+  std::istringstream in(text);
+  std::string line;
+  while (std::getline(in, line)) {
+    if (line.empty() || line[0] == '#') continue;
+    auto space = line.rfind(' ');
+    if (space == std::string::npos) continue;
+    std::string series = line.substr(0, space);
+    std::string want_prefix = name + (labels.empty() ? "" : "{");
+    if (labels.empty()) {
+      if (series != name) continue;
+    } else {
+      if (series.rfind(want_prefix, 0) != 0) continue;
+      // Every requested label must appear in the series.
+      bool all = true;
+      std::istringstream ls(labels);
+      std::string one;
+      while (std::getline(ls, one, ',')) {
+        if (series.find(one) == std::string::npos) all = false;
+      }
+      if (!all) continue;
+    }
+    return std::stod(line.substr(space + 1));
+  }
+  return std::nan("");
+}
+
+Cluster::Cluster() {
+  char tmpl[] = "/tmp/dwcp-it-XXXXXX";
+  dir_ = mkdtemp(tmpl);
+}
+
+Cluster::~Cluster() {
+  for (auto& [id, n] : nodes_) {
+    if (n.pid > 0) {
+      kill(n.pid, SIGKILL);
+      waitpid(n.pid, nullptr, 0);
+    }
+  }
+  if (std::getenv("DWCP_KEEP_TEST_DIR") == nullptr) std::filesystem::remove_all(dir_);
+}
+
+NodeProcess& Cluster::StartNode(const std::string& id, std::vector<std::string> extra) {
+  NodeProcess n;
+  n.id = id;
+  n.api_port = FreePort();
+  n.data_port = FreePort();
+  n.log_path = dir_ + "/" + id + ".log";
+  std::vector<std::string> args = {DWCPD_BINARY,
+                                   "--node-id", id,
+                                   "--api-listen", "127.0.0.1:" + std::to_string(n.api_port),
+                                   "--data-listen", "127.0.0.1:" + std::to_string(n.data_port),
+                                   "--data-dir", dir_ + "/" + id,
+                                   "--store", dir_ + "/state.db",
+                                   "--io-threads", "2"};
+  for (auto& e : extra) args.push_back(e);
+  pid_t pid = fork();
+  if (pid == 0) {
+    int fd = open(n.log_path.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0644);
+    dup2(fd, 1);
+    dup2(fd, 2);
+    std::vector<char*> argv;
+    for (auto& a : args) argv.push_back(a.data());
+    argv.push_back(nullptr);
+    execv(argv[0], argv.data());
+    _exit(127);
+  }
+  n.pid = pid;
+  auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(20);
+  bool ready = false;
+  while (std::chrono::steady_clock::now() < deadline) {
+    if (HttpGet(n.api_port, "/readyz").status == 200) {
+      ready = true;
+      break;
+    }
+    int status;
+    if (waitpid(pid, &status, WNOHANG) == pid) {
+      n.pid = -1;
+      break;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  nodes_[id] = n;
+  EXPECT_TRUE(ready) << "node " << id << " did not become ready; log:\n" << ReadLog(id);
+  return nodes_[id];
+}
+
+void Cluster::Kill(const std::string& id) {
+  auto& n = nodes_.at(id);
+  if (n.pid <= 0) return;
+  kill(n.pid, SIGKILL);
+  waitpid(n.pid, nullptr, 0);
+  n.pid = -1;
+}
+
+int Cluster::Terminate(const std::string& id, int timeout_ms) {
+  auto& n = nodes_.at(id);
+  if (n.pid <= 0) return -1;
+  kill(n.pid, SIGTERM);
+  auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(timeout_ms);
+  int status = 0;
+  while (std::chrono::steady_clock::now() < deadline) {
+    if (waitpid(n.pid, &status, WNOHANG) == n.pid) {
+      n.pid = -1;
+      return status;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  ADD_FAILURE() << "node " << id << " did not exit within " << timeout_ms << " ms";
+  Kill(id);
+  return -1;
+}
+
+std::string Cluster::Metrics(const std::string& id) {
+  return HttpGet(nodes_.at(id).api_port, "/metrics").text;
+}
+
+std::string Cluster::ReadLog(const std::string& id) {
+  std::ifstream in(dir_ + "/" + id + ".log");
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+nlohmann::json Cluster::WaitForMigration(const std::string& via, const std::string& mig,
+                                         int timeout_ms) {
+  auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(timeout_ms);
+  nlohmann::json last;
+  while (std::chrono::steady_clock::now() < deadline) {
+    auto r = HttpGet(nodes_.at(via).api_port, "/api/v1/migrations/" + mig);
+    if (r.status == 200) {
+      last = r.body;
+      if (!last["result"].get<std::string>().empty()) return last;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  ADD_FAILURE() << "migration " << mig << " did not finish; last: " << last.dump();
+  return last;
+}
+
+}  // namespace dwcp::testing

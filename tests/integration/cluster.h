@@ -1,0 +1,65 @@
+// Test harness: real dwcpd processes on loopback with free ports and a temp directory.
+#pragma once
+
+#include <sys/types.h>
+
+#include <map>
+#include <nlohmann/json.hpp>
+#include <string>
+#include <vector>
+
+namespace dwcp::testing {
+
+// A free TCP port on 127.0.0.1 (bound and released; good enough for tests).
+uint16_t FreePort();
+
+struct HttpReply {
+  int status = 0;  // 0 when the request could not be sent
+  nlohmann::json body;
+  std::string text;
+};
+
+HttpReply HttpGet(uint16_t port, const std::string& path);
+HttpReply HttpPost(uint16_t port, const std::string& path, const nlohmann::json& body);
+
+// Parses one sample from Prometheus text: the value of `name{labels}` (labels as written,
+// e.g. `direction="sent"`; empty for an unlabelled metric). NaN if absent.
+double MetricValue(const std::string& exposition, const std::string& name,
+                   const std::string& labels = "");
+
+struct NodeProcess {
+  std::string id;
+  pid_t pid = -1;
+  uint16_t api_port = 0;
+  uint16_t data_port = 0;
+  std::string log_path;
+};
+
+// Several dwcpd processes sharing one SQLite store in a temp directory. Kills them all on
+// destruction and removes the directory.
+class Cluster {
+ public:
+  Cluster();
+  ~Cluster();
+
+  // Starts a node and waits until /readyz answers 200 (fails the test otherwise).
+  NodeProcess& StartNode(const std::string& id, std::vector<std::string> extra_flags = {});
+  NodeProcess& node(const std::string& id) { return nodes_.at(id); }
+  // SIGKILL, and reap.
+  void Kill(const std::string& id);
+  // SIGTERM and wait up to `timeout_ms` for a clean exit; returns the exit status.
+  int Terminate(const std::string& id, int timeout_ms = 30000);
+  std::string Metrics(const std::string& id);
+  const std::string& dir() const { return dir_; }
+  std::string ReadLog(const std::string& id);
+
+  // Polls GET /api/v1/migrations/{id} until it has a result; returns the final record.
+  nlohmann::json WaitForMigration(const std::string& via, const std::string& migration_id,
+                                  int timeout_ms = 120000);
+
+ private:
+  std::string dir_;
+  std::map<std::string, NodeProcess> nodes_;
+};
+
+}  // namespace dwcp::testing
