@@ -274,18 +274,18 @@ void DemoRunner::PrintBanner(const std::string& dwcpd) {
   console_.Info("dwcp demo: " + std::to_string(children_.size()) + " nodes up (" + dwcpd +
                 ", data in " + options_.data_dir + ")");
   std::vector<std::vector<std::string>> rows;
-  for (const Child& c : children_) {
-    rows.push_back({c.node.id, c.node.api_url() + "  (API, /metrics)", "log " + c.node.log_path});
-  }
-  std::string table = RenderTable({"NODE", "URL", "LOG"}, rows);
+  for (const Child& c : children_) rows.push_back({c.node.id, c.node.api_url(), c.node.log_path});
+  std::string table = RenderTable({"NODE", "API and /metrics", "LOG (JSON lines)"}, rows);
   table.pop_back();
   console_.Info(table);
   std::string api = children_.front().node.api_url();
   std::string flag = api == kDefaultApiUrl ? "" : " --api " + api;
   const std::string& other = children_.size() > 1 ? children_[1].node.id : children_[0].node.id;
-  console_.Info("In another terminal: dwcp status" + flag + " / dwcp vm create" + flag +
-                " --vm vm-100 --node " + other + " --memory 512MiB --dirty-rate 20MB/s" +
-                " / dwcp migrate" + flag + " --vm vm-1 --to " + other);
+  console_.Info("In another terminal:");
+  console_.Info("  dwcp status" + flag);
+  console_.Info("  dwcp vm create" + flag + " --vm vm-100 --node " + other +
+                " --memory 512MiB --dirty-rate 20MB/s");
+  console_.Info("  dwcp migrate" + flag + " --vm vm-100 --to " + children_[0].node.id);
   console_.Info("Ctrl-C stops the demo.");
   console_.Info("");
 }

@@ -63,6 +63,8 @@ HttpReply HttpPost(uint16_t port, const std::string& path, const nlohmann::json&
 double MetricValue(const std::string& text, const std::string& name, const std::string& labels) {
   std::istringstream in(text);
   std::string line;
+  double sum = 0;
+  bool found = false;
   while (std::getline(in, line)) {
     if (line.empty() || line[0] == '#') continue;
     auto space = line.rfind(' ');
@@ -82,9 +84,10 @@ double MetricValue(const std::string& text, const std::string& name, const std::
       }
       if (!all) continue;
     }
-    return std::stod(line.substr(space + 1));
+    sum += std::stod(line.substr(space + 1));
+    found = true;
   }
-  return std::nan("");
+  return found ? sum : std::nan("");
 }
 
 Cluster::Cluster() {

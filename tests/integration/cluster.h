@@ -22,8 +22,9 @@ struct HttpReply {
 HttpReply HttpGet(uint16_t port, const std::string& path);
 HttpReply HttpPost(uint16_t port, const std::string& path, const nlohmann::json& body);
 
-// Parses one sample from Prometheus text: the value of `name{labels}` (labels as written,
-// e.g. `direction="sent"`; empty for an unlabelled metric). NaN if absent.
+// Sums the samples of `name` in Prometheus text whose labels include every one of `labels`
+// (comma-separated as written, e.g. `direction="sent"`; empty: the unlabelled series).
+// NaN if no series matches.
 double MetricValue(const std::string& exposition, const std::string& name,
                    const std::string& labels = "");
 
