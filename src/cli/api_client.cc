@@ -1,6 +1,7 @@
 #include "cli/api_client.h"
 
 #include <fcntl.h>
+#include <httplib.h>
 #include <netdb.h>
 #include <poll.h>
 #include <sys/socket.h>
@@ -101,14 +102,24 @@ std::string ProbeConnectError(const std::string& host, int port) {
 
 StatusCode CodeFromHttpStatus(int http_status) {
   switch (http_status) {
-    case 400: return StatusCode::kInvalidArgument;
-    case 401: case 403: return StatusCode::kUnauthenticated;
-    case 404: return StatusCode::kNotFound;
-    case 409: return StatusCode::kFailedPrecondition;
-    case 501: return StatusCode::kUnimplemented;
-    case 502: case 503: return StatusCode::kUnavailable;
-    case 504: return StatusCode::kDeadlineExceeded;
-    default: break;
+    case 400:
+      return StatusCode::kInvalidArgument;
+    case 401:
+    case 403:
+      return StatusCode::kUnauthenticated;
+    case 404:
+      return StatusCode::kNotFound;
+    case 409:
+      return StatusCode::kFailedPrecondition;
+    case 501:
+      return StatusCode::kUnimplemented;
+    case 502:
+    case 503:
+      return StatusCode::kUnavailable;
+    case 504:
+      return StatusCode::kDeadlineExceeded;
+    default:
+      break;
   }
   return http_status >= 500 ? StatusCode::kInternal : StatusCode::kInvalidArgument;
 }
@@ -117,6 +128,52 @@ const json* Find(const json& j, std::string_view key) {
   if (!j.is_object()) return nullptr;
   auto it = j.find(key);
   return it == j.end() ? nullptr : &*it;
+}
+
+// Why a request got no HTTP answer, as a Status with a hint for the operator.
+Status TransportError(const std::string& base_url, const std::string& host, int port,
+                      const char* method, const std::string& path, httplib::Error error) {
+  std::string where = "cannot reach dwcpd at " + base_url;
+  switch (error) {
+    case httplib::Error::Connection: {
+      std::string reason = ProbeConnectError(host, port);
+      if (reason.empty()) reason = "could not establish a connection";
+      return Unavailable(where + ": " + reason + " \u2014 " + kStartHint);
+    }
+    case httplib::Error::ConnectionTimeout:
+      return Unavailable(where + ": connection timed out \u2014 " + kStartHint);
+    case httplib::Error::SSLConnection:
+    case httplib::Error::SSLLoadingCerts:
+    case httplib::Error::SSLServerVerification:
+      return Unavailable(where + ": TLS handshake failed (" + httplib::to_string(error) + ")");
+    case httplib::Error::Read:
+      return Unavailable("dwcpd at " + base_url + " did not answer " + method + " " + path +
+                         " (connection closed or no answer within the read timeout)");
+    case httplib::Error::Write:
+      return Unavailable("lost the connection to dwcpd at " + base_url + " while sending " +
+                         method + " " + path);
+    default:
+      break;
+  }
+  return Unavailable("request " + std::string(method) + " " + path + " to dwcpd at " + base_url +
+                     " failed: " + httplib::to_string(error));
+}
+
+// Turns an httplib result into the parsed body or a Status.
+Result<json> Finish(const std::string& base_url, const std::string& host, int port,
+                    const char* method, const std::string& path, const httplib::Result& result) {
+  if (!result) return TransportError(base_url, host, port, method, path, result.error());
+  const httplib::Response& res = result.value();
+  if (res.status < 200 || res.status > 299) {
+    return StatusFromHttpError(res.status, res.body, std::string(method) + " " + path);
+  }
+  if (res.body.empty()) return json::object();
+  json parsed = json::parse(res.body, nullptr, /*allow_exceptions=*/false);
+  if (parsed.is_discarded()) {
+    return Internal("dwcpd at " + base_url + " answered " + method + " " + path +
+                    " with a body that is not JSON");
+  }
+  return parsed;
 }
 
 }  // namespace
@@ -143,58 +200,14 @@ ApiClient::~ApiClient() = default;
 Result<json> ApiClient::Get(const std::string& path) {
   if (!url_status_.ok()) return url_status_;
   httplib::Result result = client_->Get(prefix_ + path);
-  return Finish("GET", path, result);
+  return Finish(base_url_, host_, port_, "GET", path, result);
 }
 
 Result<json> ApiClient::Post(const std::string& path, const json& body) {
   if (!url_status_.ok()) return url_status_;
   std::string payload = body.dump(-1, ' ', false, json::error_handler_t::replace);
   httplib::Result result = client_->Post(prefix_ + path, payload, "application/json");
-  return Finish("POST", path, result);
-}
-
-Status ApiClient::TransportError(const char* method, const std::string& path,
-                                 httplib::Error error) {
-  std::string where = "cannot reach dwcpd at " + base_url_;
-  switch (error) {
-    case httplib::Error::Connection: {
-      std::string reason = ProbeConnectError(host_, port_);
-      if (reason.empty()) reason = "could not establish a connection";
-      return Unavailable(where + ": " + reason + " \u2014 " + kStartHint);
-    }
-    case httplib::Error::ConnectionTimeout:
-      return Unavailable(where + ": connection timed out \u2014 " + kStartHint);
-    case httplib::Error::SSLConnection:
-    case httplib::Error::SSLLoadingCerts:
-    case httplib::Error::SSLServerVerification:
-      return Unavailable(where + ": TLS handshake failed (" + httplib::to_string(error) + ")");
-    case httplib::Error::Read:
-      return Unavailable("dwcpd at " + base_url_ + " did not answer " + method + " " + path +
-                         " (connection closed or no answer within the read timeout)");
-    case httplib::Error::Write:
-      return Unavailable("lost the connection to dwcpd at " + base_url_ + " while sending " +
-                         method + " " + path);
-    default:
-      break;
-  }
-  return Unavailable("request " + std::string(method) + " " + path + " to dwcpd at " + base_url_ +
-                     " failed: " + httplib::to_string(error));
-}
-
-Result<json> ApiClient::Finish(const char* method, const std::string& path,
-                               const httplib::Result& result) {
-  if (!result) return TransportError(method, path, result.error());
-  const httplib::Response& res = result.value();
-  if (res.status < 200 || res.status > 299) {
-    return StatusFromHttpError(res.status, res.body, std::string(method) + " " + path);
-  }
-  if (res.body.empty()) return json::object();
-  json parsed = json::parse(res.body, nullptr, /*allow_exceptions=*/false);
-  if (parsed.is_discarded()) {
-    return Internal("dwcpd at " + base_url_ + " answered " + method + " " + path +
-                    " with a body that is not JSON");
-  }
-  return parsed;
+  return Finish(base_url_, host_, port_, "POST", path, result);
 }
 
 StatusCode StatusCodeFromName(std::string_view name) {
@@ -268,6 +281,8 @@ bool JsonBool(const json& j, std::string_view key, bool fallback) {
   return v != nullptr && v->is_boolean() ? v->get<bool>() : fallback;
 }
 
-std::string DumpJson(const json& j) { return j.dump(2, ' ', false, json::error_handler_t::replace); }
+std::string DumpJson(const json& j) {
+  return j.dump(2, ' ', false, json::error_handler_t::replace);
+}
 
 }  // namespace dwcp::cli

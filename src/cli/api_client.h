@@ -1,16 +1,18 @@
 // A small typed client for dwcpd's HTTP API (docs/api.md).
 #pragma once
 
-#include <httplib.h>
-
 #include <chrono>
+#include <cstdint>
 #include <memory>
+#include <nlohmann/json.hpp>
 #include <string>
 #include <string_view>
 
-#include <nlohmann/json.hpp>
-
 #include "common/status.h"
+
+namespace httplib {
+class Client;  // <httplib.h> stays in api_client.cc: it must see the CPPHTTPLIB_* defines
+}  // namespace httplib
 
 namespace dwcp::cli {
 
@@ -44,10 +46,6 @@ class ApiClient {
   const std::string& base_url() const { return base_url_; }
 
  private:
-  Result<nlohmann::json> Finish(const char* method, const std::string& path,
-                                const httplib::Result& result);
-  Status TransportError(const char* method, const std::string& path, httplib::Error error);
-
   std::string base_url_;
   Status url_status_;  // non-OK when base_url_ does not parse
   std::string host_;

@@ -1,16 +1,14 @@
 #include "cli/commands.h"
 
 #include <CLI/CLI.hpp>
-
 #include <chrono>
 #include <csignal>
 #include <cstdint>
 #include <cstdlib>
 #include <iostream>
+#include <nlohmann/json.hpp>
 #include <string>
 #include <thread>
-
-#include <nlohmann/json.hpp>
 
 #include "cli/api_client.h"
 #include "cli/console.h"
@@ -76,8 +74,8 @@ int CallFailed(const Status& status) {
 
 // Parses a size/rate/duration flag for a good message before anything is sent.
 template <typename T>
-bool ParseFlag(const std::string& flag, const std::string& text, Result<T> (*parse)(std::string_view),
-               T* out, int* exit_code) {
+bool ParseFlag(const std::string& flag, const std::string& text,
+               Result<T> (*parse)(std::string_view), T* out, int* exit_code) {
   Result<T> parsed = parse(text);
   if (!parsed.ok()) {
     *exit_code = UsageError("invalid " + flag + " '" + text + "': " + parsed.status().message());
@@ -127,9 +125,9 @@ int VmCreate(const CommonFlags& common, const VmCreateFlags& flags) {
   }
   std::string id = JsonString(*vm, "id");
   std::string node = JsonString(*vm, "node");
-  std::cout << "created " << (id.empty() ? flags.vm : id) << " on "
-            << (node.empty() ? "?" : node) << " (" << FormatBytes(JsonUint(*vm, "memory_bytes"))
-            << ", dirtying " << FormatRate(JsonDouble(*vm, "dirty_rate")) << ")\n";
+  std::cout << "created " << (id.empty() ? flags.vm : id) << " on " << (node.empty() ? "?" : node)
+            << " (" << FormatBytes(JsonUint(*vm, "memory_bytes")) << ", dirtying "
+            << FormatRate(JsonDouble(*vm, "dirty_rate")) << ")\n";
   return kExitOk;
 }
 
@@ -246,8 +244,7 @@ int WatchMigration(ApiClient& client, const CommonFlags& common, MigrationInfo m
     std::cout << RenderSummary(m);
   }
   if (m.succeeded()) return kExitOk;
-  std::cerr << "dwcp: migration " << m.id << " "
-            << (m.result.empty() ? m.phase : m.result)
+  std::cerr << "dwcp: migration " << m.id << " " << (m.result.empty() ? m.phase : m.result)
             << (m.error.empty() ? "" : ": " + m.error) << "\n";
   return kExitFailed;
 }
@@ -297,11 +294,12 @@ int Migrate(const CommonFlags& common, const MigrateFlags& flags) {
     return kExitOk;
   }
   if (!common.json) {
-    std::cout << "migrating " << flags.vm << " " << FormatRoute(m.source, flags.to) << " ("
-              << m.id << ", protocol " << (m.protocol.empty() ? "v3" : m.protocol) << ")\n";
+    std::cout << "migrating " << flags.vm << " " << FormatRoute(m.source, flags.to) << " (" << m.id
+              << ", protocol " << (flags.protocol.empty() ? "v3" : flags.protocol) << ")\n";
   }
   g_interrupted = 0;
-  struct sigaction action {}, old_int {};
+  struct sigaction action = {};
+  struct sigaction old_int = {};
   action.sa_handler = OnInterrupt;
   sigemptyset(&action.sa_mask);
   sigaction(SIGINT, &action, &old_int);
@@ -373,8 +371,10 @@ int RunCli(int argc, char** argv) {
   CLI::App* vm_create = vm->add_subcommand("create", "create and boot a VM (POST /api/v1/vms)");
   AddCommonFlags(vm_create, &common);
   vm_create->add_option("--vm", create_flags.vm, "VM id, [A-Za-z0-9._-]{1,64}")->required();
-  vm_create->add_option("--node", create_flags.node, "node to boot on (default: the answering node)");
-  vm_create->add_option("--memory", create_flags.memory, "guest memory, e.g. 1GiB (default 256MiB)");
+  vm_create->add_option("--node", create_flags.node,
+                        "node to boot on (default: the answering node)");
+  vm_create->add_option("--memory", create_flags.memory,
+                        "guest memory, e.g. 1GiB (default 256MiB)");
   vm_create->add_option("--dirty-rate", create_flags.dirty_rate,
                         "bytes the guest dirties per second, e.g. 20MB/s (default 0)");
   create_flags.seed_option =
@@ -384,8 +384,8 @@ int RunCli(int argc, char** argv) {
 
   // migrate
   MigrateFlags migrate_flags;
-  CLI::App* migrate = app.add_subcommand(
-      "migrate", "live-migrate a VM and watch it (POST /api/v1/migrations)");
+  CLI::App* migrate =
+      app.add_subcommand("migrate", "live-migrate a VM and watch it (POST /api/v1/migrations)");
   AddCommonFlags(migrate, &common);
   migrate->add_option("--vm", migrate_flags.vm, "the VM to move")->required();
   migrate->add_option("--to", migrate_flags.to, "destination node id")->required();
@@ -395,13 +395,13 @@ int RunCli(int argc, char** argv) {
                       "cap for this migration, e.g. 100MB/s or 1Gbit/s (default unlimited)");
   migrate->add_option("--downtime-budget", migrate_flags.downtime_budget,
                       "switch over once the rest fits this, e.g. 300ms (default: node config)");
-  migrate_flags.max_rounds_option =
-      migrate
-          ->add_option("--max-rounds", migrate_flags.max_rounds,
-                       "pre-copy round limit (default: node config)")
-          ->check(CLI::Range(int64_t{1}, int64_t{100000}));
-  migrate->add_option("--on-round-limit", migrate_flags.on_round_limit,
-                      "at the round limit: force switchover or abort (default: node config)")
+  migrate_flags.max_rounds_option = migrate
+                                        ->add_option("--max-rounds", migrate_flags.max_rounds,
+                                                     "pre-copy round limit (default: node config)")
+                                        ->check(CLI::Range(int64_t{1}, int64_t{100000}));
+  migrate
+      ->add_option("--on-round-limit", migrate_flags.on_round_limit,
+                   "at the round limit: force switchover or abort (default: node config)")
       ->check(CLI::IsMember({"force", "abort"}));
   migrate->add_flag("--no-wait", migrate_flags.no_wait,
                     "return once the migration is accepted instead of watching it");

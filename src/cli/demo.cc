@@ -12,17 +12,17 @@
 #include <cerrno>
 #include <chrono>
 #include <csignal>
+#include <cstdlib>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <memory>
+#include <nlohmann/json.hpp>
 #include <optional>
 #include <random>
 #include <set>
 #include <sstream>
 #include <thread>
-
-#include <nlohmann/json.hpp>
 
 #include "cli/api_client.h"
 #include "cli/console.h"
@@ -68,7 +68,8 @@ int BindLoopback(int port) {
   int bound = 0;
   if (bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0 && listen(fd, 1) == 0) {
     socklen_t len = sizeof addr;
-    if (getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len) == 0) bound = ntohs(addr.sin_port);
+    if (getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len) == 0)
+      bound = ntohs(addr.sin_port);
   }
   close(fd);
   return bound;
@@ -196,10 +197,11 @@ int DemoRunner::Run() {
   for (DemoNode& node : *plan) children_.push_back(Child{node, -1, false});
 
   g_stop_signals = 0;
-  struct sigaction action {};
+  struct sigaction action = {};
   action.sa_handler = OnStopSignal;
   sigemptyset(&action.sa_mask);
-  struct sigaction old_int {}, old_term {};
+  struct sigaction old_int = {};
+  struct sigaction old_term = {};
   sigaction(SIGINT, &action, &old_int);
   sigaction(SIGTERM, &action, &old_term);
 
@@ -211,8 +213,8 @@ int DemoRunner::Run() {
       exit_code = 1;
       break;
     }
-    Result<pid_t> pid = SpawnNode(DwcpdArgs(*dwcpd, child.node, options_.data_dir),
-                                  child.node.log_path);
+    Result<pid_t> pid =
+        SpawnNode(DwcpdArgs(*dwcpd, child.node, options_.data_dir), child.node.log_path);
     if (!pid.ok()) {
       console_.Error("dwcp demo: cannot start " + child.node.id + ": " + pid.status().message());
       exit_code = 1;
@@ -247,7 +249,7 @@ DemoRunner::Ready DemoRunner::StartNode(Child& child) {
                 child.node.api_url() + ", data 127.0.0.1:" + std::to_string(child.node.data_port) +
                 ")");
   auto deadline = SteadyClock::now() + kReadyTimeout;
-  Status last = Unavailable("no answer yet");
+  std::string last_answer;  // the last non-ready /readyz answer; empty while nothing answers
   while (SteadyClock::now() < deadline) {
     if (stop_requested()) return Ready::kStopped;
     int status = 0;
@@ -260,11 +262,17 @@ DemoRunner::Ready DemoRunner::StartNode(Child& child) {
     }
     Result<json> ready = probe.Get("/readyz");
     if (ready.ok()) return Ready::kReady;
-    last = ready.status();
+    if (ready.status().code() != StatusCode::kUnavailable ||
+        ready.status().message().rfind("cannot reach", 0) != 0) {
+      last_answer = ready.status().message();
+    }
     std::this_thread::sleep_for(milliseconds(100));
   }
   console_.Error("dwcp demo: " + child.node.id + " did not become ready within " +
-                 std::to_string(kReadyTimeout.count()) + " s (" + last.message() + ")");
+                 std::to_string(kReadyTimeout.count()) + " s (" +
+                 (last_answer.empty() ? "nothing answered on " + child.node.api_url()
+                                      : "/readyz: " + last_answer) +
+                 ")");
   ShowLog(child.node);
   return Ready::kFailed;
 }
@@ -307,7 +315,8 @@ bool DemoRunner::CreateVms() {
       console_.Info(id + " exists already (from an earlier run in " + options_.data_dir + ")");
     } else {
       std::string dead = CheckNodes();
-      if (dead.empty()) console_.Error("dwcp demo: cannot create " + id + ": " + vm.status().message());
+      if (dead.empty())
+        console_.Error("dwcp demo: cannot create " + id + ": " + vm.status().message());
       return false;
     }
   }
@@ -589,17 +598,19 @@ Result<std::string> FindDwcpd(const std::string& explicit_path, const std::strin
     std::string candidate = (dir.empty() ? "." : dir) + "/dwcpd";
     if (IsExecutableFile(candidate)) return candidate;
   }
-  return Status(NotFound(
-      "cannot find dwcpd next to this dwcp or on $PATH; build it (`make build`) or pass "
-      "--dwcpd PATH"));
+  return Status(
+      NotFound("cannot find dwcpd next to this dwcp or on $PATH; build it (`make build`) or pass "
+               "--dwcpd PATH"));
 }
 
 std::string DescribeWaitStatus(int wait_status) {
-  if (WIFEXITED(wait_status)) return "exited with status " + std::to_string(WEXITSTATUS(wait_status));
+  if (WIFEXITED(wait_status))
+    return "exited with status " + std::to_string(WEXITSTATUS(wait_status));
   if (WIFSIGNALED(wait_status)) {
     int sig = WTERMSIG(wait_status);
     const char* name = strsignal(sig);
-    return "was killed by signal " + std::to_string(sig) + (name ? " (" + std::string(name) + ")" : "");
+    return "was killed by signal " + std::to_string(sig) +
+           (name ? " (" + std::string(name) + ")" : "");
   }
   return "changed state (wait status " + std::to_string(wait_status) + ")";
 }

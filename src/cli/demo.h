@@ -17,9 +17,9 @@ struct DemoOptions {
   uint64_t dirty_rate = 20'000'000;
   uint64_t bandwidth_limit = 250'000'000;  // bytes/s; 0 = unlimited
   int64_t interval_ms = 1000;
-  std::string dwcpd;   // empty: next to this binary, then $PATH
-  int64_t count = 0;   // migrations to run; 0 = until SIGINT/SIGTERM
-  bool json = false;   // final migration JSON per line on stdout; other text on stderr
+  std::string dwcpd;  // empty: next to this binary, then $PATH
+  int64_t count = 0;  // migrations to run; 0 = until SIGINT/SIGTERM
+  bool json = false;  // final migration JSON per line on stdout; other text on stderr
 };
 
 // Runs the demo and returns the process exit code: 0 after SIGINT/SIGTERM or when `count`
@@ -52,11 +52,11 @@ inline constexpr int kDemoApiPortBase = 8080;
 inline constexpr int kDemoDataPortBase = 7070;
 
 struct DemoNode {
-  std::string id;         // node-a
-  int api_port = 0;       // 127.0.0.1:api_port serves the API and /metrics
-  int data_port = 0;      // 127.0.0.1:data_port receives migrations
-  std::string data_dir;   // <data-dir>/node-a
-  std::string log_path;   // <data-dir>/node-a.log
+  std::string id;        // node-a
+  int api_port = 0;      // 127.0.0.1:api_port serves the API and /metrics
+  int data_port = 0;     // 127.0.0.1:data_port receives migrations
+  std::string data_dir;  // <data-dir>/node-a
+  std::string log_path;  // <data-dir>/node-a.log
   std::string api_url() const { return "http://127.0.0.1:" + std::to_string(api_port); }
 };
 

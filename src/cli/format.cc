@@ -156,8 +156,8 @@ std::string RenderSummary(const MigrationInfo& m) {
   }
   rows.push_back({"on the wire", wire});
   double seconds = m.total_seconds();
-  rows.push_back({"throughput",
-                  seconds > 0 ? FormatRate(m.bytes_transferred / seconds) + " average" : "-"});
+  rows.push_back(
+      {"throughput", seconds > 0 ? FormatRate(m.bytes_transferred / seconds) + " average" : "-"});
   std::string digest;
   if (m.digest_verified()) {
     digest = "verified yes (" + m.source_digest.substr(0, 16) + ")";
@@ -182,10 +182,10 @@ std::string RenderSummary(const MigrationInfo& m) {
 
 std::string RenderDemoProgressLine(const MigrationInfo& m, double fraction) {
   std::string line = m.id + " " + m.vm + " " + FormatRoute(m.source, m.destination) + "  ";
-  line += RenderProgressBar(fraction);
+  line += RenderProgressBar(fraction, 12);
   line += " round " + (m.round > 0 ? std::to_string(m.round) : std::string("-"));
-  line += " | " + FormatRate(m.throughput_bps);
-  line += " | " + (m.phase.empty() ? std::string("pending") : m.phase);
+  line += "  " + FormatRate(m.throughput_bps);
+  line += "  " + (m.phase.empty() ? std::string("pending") : m.phase);
   return line;
 }
 
@@ -255,7 +255,8 @@ std::string RenderVmTable(const json& vms) {
     if (!migration.empty()) state += " (" + migration + ")";
     rows.push_back({JsonString(vm, "id"), JsonString(vm, "node"), state,
                     FormatBytes(JsonUint(vm, "memory_bytes")),
-                    FormatRate(JsonDouble(vm, "dirty_rate")), std::to_string(JsonInt(vm, "epoch"))});
+                    FormatRate(JsonDouble(vm, "dirty_rate")),
+                    std::to_string(JsonInt(vm, "epoch"))});
   }
   if (rows.empty()) return "no VMs (create one with `dwcp vm create --vm vm-1 --memory 256MiB`)\n";
   return RenderTable({"ID", "NODE", "STATE", "MEMORY", "DIRTY RATE", "EPOCH"}, rows);

@@ -1,6 +1,8 @@
 #include "common/units.h"
 
+#include <algorithm>
 #include <cctype>
+#include <charconv>
 #include <cmath>
 #include <cstdio>
 #include <string>
@@ -20,8 +22,14 @@ std::string_view Trim(std::string_view s) {
   return s;
 }
 
-// Splits "12.5MiB" into 12.5 and "mib". Fails on a missing or negative number.
-Status SplitNumber(std::string_view text, double* number, std::string* unit) {
+// A non-negative number as written: its digits and dot, and the unit text after it.
+struct Number {
+  std::string_view digits;  // e.g. "12.5"
+  std::string unit;         // lower-case, trimmed, e.g. "mib"
+};
+
+// Splits "12.5MiB" into "12.5" and "mib". Fails on a missing or negative number.
+Result<Number> SplitNumber(std::string_view text) {
   text = Trim(text);
   size_t i = 0;
   bool seen_digit = false, seen_dot = false;
@@ -36,83 +44,122 @@ Status SplitNumber(std::string_view text, double* number, std::string* unit) {
     }
     ++i;
   }
-  if (!seen_digit) return InvalidArgument("'" + std::string(text) + "' is not a number");
-  *number = std::stod(std::string(text.substr(0, i)));
-  *unit = Lower(Trim(text.substr(i)));
-  return Status::Ok();
+  if (!seen_digit) return Status(InvalidArgument("'" + std::string(text) + "' is not a number"));
+  return Number{text.substr(0, i), Lower(Trim(text.substr(i)))};
 }
 
-Result<double> UnitMultiplier(const std::string& unit) {
-  if (unit.empty() || unit == "b") return 1.0;
-  if (unit == "k" || unit == "kb") return 1e3;
-  if (unit == "kib" || unit == "ki") return 1024.0;
-  if (unit == "m" || unit == "mb") return 1e6;
-  if (unit == "mib" || unit == "mi") return 1024.0 * 1024;
-  if (unit == "g" || unit == "gb") return 1e9;
-  if (unit == "gib" || unit == "gi") return 1024.0 * 1024 * 1024;
-  if (unit == "t" || unit == "tb") return 1e12;
-  if (unit == "tib" || unit == "ti") return 1024.0 * 1024 * 1024 * 1024;
+// The decimal value of `digits` (as SplitNumber returns them); InvalidArgument when it does not
+// fit a double.
+Result<double> ToDouble(std::string_view digits, std::string_view text) {
+  double v = 0;
+  auto [ptr, ec] =
+      std::from_chars(digits.data(), digits.data() + digits.size(), v, std::chars_format::fixed);
+  if (ec != std::errc() || ptr != digits.data() + digits.size() || !std::isfinite(v)) {
+    return Status(InvalidArgument("'" + std::string(text) + "' is too large"));
+  }
+  return v;
+}
+
+Result<uint64_t> UnitMultiplier(const std::string& unit) {
+  if (unit.empty() || unit == "b") return uint64_t{1};
+  if (unit == "k" || unit == "kb") return uint64_t{1000};
+  if (unit == "kib" || unit == "ki") return uint64_t{1} << 10;
+  if (unit == "m" || unit == "mb") return uint64_t{1000000};
+  if (unit == "mib" || unit == "mi") return uint64_t{1} << 20;
+  if (unit == "g" || unit == "gb") return uint64_t{1000000000};
+  if (unit == "gib" || unit == "gi") return uint64_t{1} << 30;
+  if (unit == "t" || unit == "tb") return uint64_t{1000000000000};
+  if (unit == "tib" || unit == "ti") return uint64_t{1} << 40;
   return Status(InvalidArgument("unknown size unit '" + unit + "'"));
+}
+
+// `digits` × `mult` / `divisor`, rounded to the nearest integer (halves up). Exact for integer
+// inputs; InvalidArgument naming `text` when the result does not fit 64 bits.
+Result<uint64_t> Scale(std::string_view digits, uint64_t mult, uint64_t divisor,
+                       std::string_view text) {
+  Status too_large = InvalidArgument("'" + std::string(text) + "' is too large");
+  if (digits.find('.') == std::string_view::npos) {
+    uint64_t n = 0, product = 0;
+    auto [ptr, ec] = std::from_chars(digits.data(), digits.data() + digits.size(), n);
+    if (ec != std::errc() || ptr != digits.data() + digits.size()) return too_large;
+    if (__builtin_mul_overflow(n, mult, &product)) return too_large;
+    return product / divisor + ((product % divisor) * 2 >= divisor ? 1 : 0);
+  }
+  auto number = ToDouble(digits, text);
+  if (!number.ok()) return number.status();
+  double value = std::round(*number * static_cast<double>(mult) / static_cast<double>(divisor));
+  if (!(value < 18446744073709551616.0)) return too_large;  // 2^64
+  return static_cast<uint64_t>(value);
 }
 
 }  // namespace
 
 Result<uint64_t> ParseBytes(std::string_view text) {
-  double number = 0;
-  std::string unit;
-  DWCP_RETURN_IF_ERROR(SplitNumber(text, &number, &unit));
-  auto mult = UnitMultiplier(unit);
+  auto number = SplitNumber(text);
+  if (!number.ok()) return number.status();
+  auto mult = UnitMultiplier(number->unit);
   if (!mult.ok()) return mult.status();
-  double bytes = number * *mult;
-  if (bytes >= 1.8e19) return Status(InvalidArgument("size '" + std::string(text) + "' is too large"));
-  return static_cast<uint64_t>(std::llround(bytes));
+  return Scale(number->digits, *mult, 1, Trim(text));
 }
 
 Result<uint64_t> ParseRate(std::string_view text) {
-  std::string lower = Lower(Trim(text));
-  if (lower.size() > 2 && lower.ends_with("/s")) lower.resize(lower.size() - 2);
-  if (lower.ends_with("ps")) lower.resize(lower.size() - 2);  // "Mbps"
-  double number = 0;
-  std::string unit;
-  DWCP_RETURN_IF_ERROR(SplitNumber(lower, &number, &unit));
-  double divisor = 1;
-  if (unit.ends_with("bit") || (unit.size() >= 2 && unit.back() == 'b' && unit != "kb" &&
-                                unit != "mb" && unit != "gb" && unit != "tb" && unit != "b")) {
-    // "gbit", "mbit": bits. (A lone "b" means bytes.)
-    unit = unit.substr(0, unit.find("bit") == std::string::npos ? unit.size() - 1 : unit.find("bit"));
-    divisor = 8;
+  std::string_view t = Trim(text);
+  std::string s(t);  // case kept: "bps" is bits, "Bps" bytes
+  Status unknown = InvalidArgument("unknown rate unit in '" + std::string(t) + "'");
+  bool bits = false;
+  if (s.size() > 2 && Lower(s).ends_with("/s")) {
+    s.resize(s.size() - 2);
+  } else if (Lower(s).ends_with("ps")) {  // "100Mbps" (bits), "100MBps" (bytes)
+    s.resize(s.size() - 2);
+    if (s.empty() || (s.back() != 'b' && s.back() != 'B')) return unknown;
+    if (s.back() == 'b') {
+      bits = true;
+      s.pop_back();
+    }
   }
-  auto mult = UnitMultiplier(unit);
-  if (!mult.ok()) return Status(InvalidArgument("unknown rate unit in '" + std::string(text) + "'"));
-  double rate = number * *mult / divisor;
-  if (rate >= 1.8e19) return Status(InvalidArgument("rate '" + std::string(text) + "' is too large"));
-  return static_cast<uint64_t>(std::llround(rate));
+  if (!bits && Lower(s).ends_with("bit")) {  // "1Gbit/s", "100Mibit"
+    bits = true;
+    s.resize(s.size() - 3);
+  }
+  auto number = SplitNumber(s);
+  if (!number.ok()) return number.status();
+  if (bits && number->unit.ends_with('b')) return unknown;  // "1MBbit"
+  auto mult = UnitMultiplier(number->unit);
+  if (!mult.ok()) return unknown;
+  return Scale(number->digits, *mult, bits ? 8 : 1, t);
 }
 
 Result<int64_t> ParseDurationMillis(std::string_view text) {
-  double number = 0;
-  std::string unit;
-  DWCP_RETURN_IF_ERROR(SplitNumber(text, &number, &unit));
+  auto split = SplitNumber(text);
+  if (!split.ok()) return split.status();
+  auto number = ToDouble(split->digits, Trim(text));
+  if (!number.ok()) return number.status();
+  const std::string& unit = split->unit;
   double ms;
   if (unit.empty() || unit == "ms") {
-    ms = number;
+    ms = *number;
   } else if (unit == "s") {
-    ms = number * 1e3;
+    ms = *number * 1e3;
   } else if (unit == "m" || unit == "min") {
-    ms = number * 60e3;
+    ms = *number * 60e3;
   } else if (unit == "h") {
-    ms = number * 3600e3;
+    ms = *number * 3600e3;
   } else {
     return Status(InvalidArgument("unknown duration unit '" + unit + "' (use ms, s, m or h)"));
   }
-  return static_cast<int64_t>(std::llround(ms));
+  ms = std::round(ms);
+  if (!(ms < 9.2e18)) {
+    return Status(InvalidArgument("duration '" + std::string(Trim(text)) + "' is too long"));
+  }
+  return static_cast<int64_t>(ms);
 }
 
 std::string FormatBytes(uint64_t bytes) {
   static const char* kUnits[] = {"B", "KiB", "MiB", "GiB", "TiB"};
   double v = static_cast<double>(bytes);
   int u = 0;
-  while (v >= 1024 && u < 4) {
+  // Above bytes, move up once the value would print as "1024.00".
+  while ((u == 0 ? v >= 1024 : v >= 1023.995) && u < 4) {
     v /= 1024;
     ++u;
   }
@@ -128,24 +175,26 @@ std::string FormatBytes(uint64_t bytes) {
 std::string FormatRate(double bps) {
   static const char* kUnits[] = {"B/s", "kB/s", "MB/s", "GB/s", "TB/s"};
   int u = 0;
-  while (bps >= 1000 && u < 4) {
+  while (bps >= 999.995 && u < 4) {  // never print "1000.00"
     bps /= 1000;
     ++u;
   }
-  char buf[32];
+  char buf[48];
   std::snprintf(buf, sizeof buf, "%.2f %s", bps, kUnits[u]);
   return buf;
 }
 
 std::string FormatDuration(double seconds) {
-  char buf[32];
-  if (seconds < 1) {
+  char buf[48];
+  double ms = std::round(seconds * 1e3);
+  if (!(ms >= 1000)) {  // also negative and NaN
     std::snprintf(buf, sizeof buf, "%.0f ms", seconds * 1e3);
-  } else if (seconds < 60) {
-    std::snprintf(buf, sizeof buf, "%.3f s", seconds);
+  } else if (ms < 60e3) {
+    std::snprintf(buf, sizeof buf, "%.3f s", ms / 1e3);
   } else {
-    int total = static_cast<int>(seconds);
-    std::snprintf(buf, sizeof buf, "%dm%02ds", total / 60, total % 60);
+    auto total = static_cast<int64_t>(std::min(ms, 9e18) / 1e3);
+    std::snprintf(buf, sizeof buf, "%lldm%02llds", static_cast<long long>(total / 60),
+                  static_cast<long long>(total % 60));
   }
   return buf;
 }

@@ -19,7 +19,7 @@ enum class PageEncoding : uint8_t { kRaw = 0, kZero = 1 };
 inline constexpr size_t kBatchHeaderSize = 8;
 inline constexpr size_t kEntryHeaderSize = 9;
 
-// True iff the kPageSize bytes at `page` are all zero.
+// True iff the kPageSize bytes at `page` are all zero. `page` need not be aligned.
 bool IsZeroPage(const uint8_t* page);
 
 struct BatchStats {
@@ -30,8 +30,12 @@ struct BatchStats {
 // Builds one batch. Not thread-safe; reuse across batches to keep one buffer.
 class PageBatchEncoder {
  public:
-  explicit PageBatchEncoder(bool detect_zero_pages) : detect_zero_(detect_zero_pages) {}
+  // Starts out as Reset(0) had been called.
+  explicit PageBatchEncoder(bool detect_zero_pages) : detect_zero_(detect_zero_pages) {
+    Reset(0);
+  }
 
+  // Starts a new, empty batch for `round`.
   void Reset(uint32_t round);
   // Appends a page, copying its current content.
   void Add(uint64_t index, const uint8_t* page);

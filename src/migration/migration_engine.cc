@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <cinttypes>
 #include <cstdio>
+#include <future>
 #include <random>
 
 #include "amst/connection.h"
@@ -502,6 +503,12 @@ awaitable<void> MigrationEngine::RunOutgoing(std::shared_ptr<Outgoing> m) {
   uint32_t round = 1;
   rec.round = round;
   st = co_await send_round(round, /*all_pages=*/true);
+  if (st.ok()) {
+    // Warm the guest's page-hash cache while it still runs, so the digest at the pause only
+    // re-hashes the pages written after this point.
+    ScopedTime t(clock_, &shares.hde);
+    (void)guest.Digest();
+  }
   while (st.ok()) {
     uint64_t remaining = guest.DirtyPageCount() * vm::kPageSize;
     double bw = transfer_seconds > 0 ? logical_sent / transfer_seconds : 0;
@@ -771,6 +778,8 @@ awaitable<void> MigrationEngine::ServeIncoming(std::shared_ptr<amst::Connection>
 
   // Pages until MigrationComplete.
   uint32_t current_round = 0;
+  uint64_t round_pages = 0, round_received = 0;
+  std::future<void> warm_digest;  // fills the page-hash cache once round 1 has landed
   std::string source_digest;
   while (st.ok()) {
     auto frame = co_await conn->Receive(config_.io_timeout);
@@ -791,6 +800,10 @@ awaitable<void> MigrationEngine::ServeIncoming(std::shared_ptr<amst::Connection>
                            " during round " + std::to_string(current_round));
       }
       if (st.ok()) metrics_.bytes_received.Increment(double(stats.pages * vm::kPageSize));
+      round_received += stats.pages;
+      if (st.ok() && current_round == 1 && round_received == round_pages) {
+        warm_digest = std::async(std::launch::async, [guest] { (void)guest->Digest(); });
+      }
       continue;
     }
     wire::Control c;
@@ -803,6 +816,8 @@ awaitable<void> MigrationEngine::ServeIncoming(std::shared_ptr<amst::Connection>
         st = ProtocolError("out-of-order round " + std::to_string(c.round_begin().round()));
       }
       current_round = c.round_begin().round();
+      round_pages = c.round_begin().pages();
+      round_received = 0;
     } else if (c.msg_case() == wire::Control::kComplete) {
       source_digest = c.complete().digest();
       break;
@@ -812,6 +827,7 @@ awaitable<void> MigrationEngine::ServeIncoming(std::shared_ptr<amst::Connection>
       st = ProtocolError("out-of-order control message during pre-copy");
     }
   }
+  if (warm_digest.valid()) warm_digest.wait();
   if (st.ok()) {
     std::string digest = guest->Digest();
     verified = digest == source_digest;

@@ -19,6 +19,8 @@ const char* kVersion = "3.0.0";
 // Reads a scalar with a type-checked conversion, naming the key on failure.
 template <typename T>
 Status ReadScalar(const YAML::Node& node, const std::string& key, T* out) {
+  // yaml-cpp reads an empty value ("api_token:") as the string "null"; never guess.
+  if (node.IsNull()) return InvalidArgument("config key '" + key + "' has no value");
   try {
     *out = node.as<T>();
   } catch (const YAML::Exception& e) {
@@ -46,11 +48,25 @@ Status LoadYamlConfig(const std::string& path, NodeConfig* c) {
     return InvalidArgument("cannot read config file '" + path + "'");
   } catch (const YAML::Exception& e) {
     return InvalidArgument("config file '" + path + "' is not valid YAML: " + e.what());
+  } catch (const std::exception& e) {  // e.g. a directory: the stream throws on read
+    return InvalidArgument("cannot read config file '" + path + "': " + e.what());
   }
   if (root.IsNull()) return Status::Ok();
   if (!root.IsMap()) return InvalidArgument("config file '" + path + "' must be a YAML mapping");
+  // Keys must be plain strings, each given once.
+  auto key_of = [&](const YAML::Node& k, const std::string& prefix, std::set<std::string>* seen,
+                    std::string* out) -> Status {
+    if (!k.IsScalar()) return InvalidArgument("config file '" + path + "' has a non-string key");
+    *out = k.Scalar();
+    if (!seen->insert(*out).second) {
+      return InvalidArgument("config key '" + prefix + *out + "' is given twice in " + path);
+    }
+    return Status::Ok();
+  };
+  std::set<std::string> seen;
   for (auto it = root.begin(); it != root.end(); ++it) {
-    std::string key = it->first.as<std::string>();
+    std::string key;
+    DWCP_RETURN_IF_ERROR(key_of(it->first, "", &seen, &key));
     const YAML::Node& v = it->second;
     if (key == "node_id") {
       DWCP_RETURN_IF_ERROR(ReadScalar(v, key, &c->node_id));
@@ -83,8 +99,10 @@ Status LoadYamlConfig(const std::string& path, NodeConfig* c) {
     } else if (key == "sampling") {
       if (!v.IsMap()) return InvalidArgument("config key 'sampling' must be a mapping");
       c->sampling.present = true;
+      std::set<std::string> seen_sub;
       for (auto s = v.begin(); s != v.end(); ++s) {
-        std::string k = s->first.as<std::string>();
+        std::string k;
+        DWCP_RETURN_IF_ERROR(key_of(s->first, "sampling.", &seen_sub, &k));
         if (k == "type") {
           DWCP_RETURN_IF_ERROR(ReadScalar(s->second, "sampling.type", &c->sampling.type));
         } else if (k == "param") {
@@ -98,8 +116,10 @@ Status LoadYamlConfig(const std::string& path, NodeConfig* c) {
       }
     } else if (key == "profiling") {
       if (!v.IsMap()) return InvalidArgument("config key 'profiling' must be a mapping");
+      std::set<std::string> seen_sub;
       for (auto s = v.begin(); s != v.end(); ++s) {
-        std::string k = s->first.as<std::string>();
+        std::string k;
+        DWCP_RETURN_IF_ERROR(key_of(s->first, "profiling.", &seen_sub, &k));
         auto& p = c->profiling;
         if (k == "enabled") {
           DWCP_RETURN_IF_ERROR(ReadScalar(s->second, "profiling.enabled", &p.enabled));
@@ -138,14 +158,19 @@ Status ValidateNodeConfig(NodeConfig* c) {
     }
   }
   if (c->node_id.size() > 64) return InvalidArgument("node id is longer than 64 characters");
-  std::string host;
+  std::string api_host, data_host;
   uint16_t port = 0;
-  Status st = amst::SplitHostPort(c->api_listen, &host, &port);
+  Status st = amst::SplitHostPort(c->api_listen, &api_host, &port);
   if (!st.ok()) return InvalidArgument("--api-listen: " + st.message());
-  st = amst::SplitHostPort(c->data_listen, &host, &port);
+  st = amst::SplitHostPort(c->data_listen, &data_host, &port);
   if (!st.ok()) return InvalidArgument("--data-listen: " + st.message());
   if (c->advertise_host.empty()) {
-    c->advertise_host = (host == "0.0.0.0" || host == "::") ? "127.0.0.1" : host;
+    // Peers use the one address for both listeners: the first specific listen host (data,
+    // then API), else loopback when both are wildcards.
+    auto wildcard = [](const std::string& h) { return h == "0.0.0.0" || h == "::"; };
+    c->advertise_host = !wildcard(data_host)  ? data_host
+                        : !wildcard(api_host) ? api_host
+                                              : "127.0.0.1";
   }
   obs::LogLevel level;
   if (!obs::ParseLogLevel(c->log_level, &level)) {
@@ -190,8 +215,8 @@ Result<NodeConfig> ParseNodeConfig(int argc, char** argv, bool* exit_now) {
   app.add_option("--data-listen", flags.data_listen, "DWCP data connections: HOST:PORT")
       ->capture_default_str();
   app.add_option("--advertise-host", flags.advertise_host,
-                 "Address peers use to reach this node (default: the listen host, or "
-                 "127.0.0.1 for a wildcard listener)");
+                 "Address peers use to reach this node (default: the data, else the API "
+                 "listen host; 127.0.0.1 when both are wildcards)");
   app.add_option("--data-dir", flags.data_dir, "State directory")->capture_default_str();
   app.add_option("--store", flags.store, "SQLite state store shared by the nodes of one host "
                                          "(default: DATA_DIR/state.db)");

@@ -52,14 +52,17 @@ struct NodeConfig {
 };
 
 // Parses dwcpd's command line (and the --config file it names). Returns InvalidArgument with
-// a message meant for the user on any bad flag, key or value; sets *exit_now (and *exit_code
-// 0) for --help and --version after printing them.
+// a message meant for the user on any bad flag, key or value; for --help and --version, prints
+// them to stdout, sets *exit_now and returns an unvalidated config the caller should ignore.
 Result<NodeConfig> ParseNodeConfig(int argc, char** argv, bool* exit_now);
 
-// Loads a YAML file on top of `config`. Unknown keys are errors.
+// Loads a YAML file on top of `config`. Unknown, repeated or empty keys are InvalidArgument,
+// as are an unreadable file and invalid YAML.
 Status LoadYamlConfig(const std::string& path, NodeConfig* config);
 
-// Checks values and fills defaults that depend on others (node_id, advertise_host).
+// Checks values and fills defaults that depend on others: node_id (the host name) and
+// advertise_host (the data listener's host, else the API listener's, else 127.0.0.1 when
+// both listen on a wildcard address).
 Status ValidateNodeConfig(NodeConfig* config);
 
 }  // namespace dwcp::node

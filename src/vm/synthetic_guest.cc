@@ -319,7 +319,7 @@ Result<std::unique_ptr<SyntheticGuest>> SyntheticGuest::Create(const GuestSpec& 
   }
   std::unique_ptr<SyntheticGuest> g(new (std::nothrow)
                                         SyntheticGuest(spec, clock, static_cast<uint8_t*>(mem)));
-  if (g == nullptr || g->dirty_bits_ == nullptr) {
+  if (g == nullptr || g->dirty_bits_ == nullptr || g->hash_stale_ == nullptr) {
     if (g == nullptr) munmap(mem, spec.memory_bytes);
     return Unavailable("guest " + spec.id + ": cannot allocate the dirty bitmap");
   }
@@ -333,7 +333,16 @@ SyntheticGuest::SyntheticGuest(const GuestSpec& spec, Clock& clock, uint8_t* mem
       pages_(spec.memory_bytes / kPageSize),
       dirty_bits_(new (std::nothrow) std::atomic<uint64_t>[(pages_ + 63) / 64]()),
       dirty_words_((pages_ + 63) / 64),
+      hash_stale_(new (std::nothrow) std::atomic<uint64_t>[(pages_ + 63) / 64]()),
       dirty_rate_(spec.dirty_rate) {
+  // Every page hash starts stale; bits past the last page stay clear.
+  if (hash_stale_ != nullptr) {
+    for (uint64_t w = 0; w < dirty_words_; ++w) {
+      uint64_t valid = std::min<uint64_t>(64, pages_ - w * 64);
+      hash_stale_[w].store(valid == 64 ? ~uint64_t{0} : (uint64_t{1} << valid) - 1,
+                           std::memory_order_relaxed);
+    }
+  }
   // Templates are generated content, not guest memory: kTemplatePages * 4 KiB in all.
   templates_.resize(kTemplatePages * kPageSize + kSlack);
   for (uint64_t t = 0; t < kTemplatePages; ++t) {
@@ -407,6 +416,7 @@ const uint8_t* SyntheticGuest::PageData(uint64_t index) const {
 void SyntheticGuest::WritePage(uint64_t index, const uint8_t* data) {
   assert(index < pages_);
   std::memcpy(mem_ + index * kPageSize, data, kPageSize);
+  MarkHashStale(index);
 }
 
 void SyntheticGuest::ZeroPage(uint64_t index) {
@@ -414,7 +424,10 @@ void SyntheticGuest::ZeroPage(uint64_t index) {
   alignas(64) static constexpr uint8_t kZeroes[kPageSize] = {};
   uint8_t* page = mem_ + index * kPageSize;
   // Reading an untouched page maps the shared zero page; it never allocates memory.
-  if (std::memcmp(page, kZeroes, kPageSize) != 0) std::memset(page, 0, kPageSize);
+  if (std::memcmp(page, kZeroes, kPageSize) != 0) {
+    std::memset(page, 0, kPageSize);
+    MarkHashStale(index);
+  }
 }
 
 void SyntheticGuest::StartDirtyLog() {
@@ -478,7 +491,31 @@ void SyntheticGuest::SetDirtyRate(uint64_t bytes_per_second) {
   dirty_rate_.store(bytes_per_second, std::memory_order_relaxed);
 }
 
-std::string SyntheticGuest::Digest() const { return MemoryDigest(mem_, spec_.memory_bytes); }
+std::string SyntheticGuest::Digest() const {
+  std::lock_guard<std::mutex> l(digest_mu_);
+  if (page_hashes_.empty()) page_hashes_.resize(pages_);
+  // Re-hash stale pages, 64 at a time per bitmap word, in parallel.
+  ParallelFor(dirty_words_, [&](uint64_t w) {
+    if (hash_stale_[w].load(std::memory_order_relaxed) == 0) return;
+    uint64_t bits = hash_stale_[w].exchange(0, std::memory_order_acquire);
+    while (bits != 0) {
+      uint64_t index = w * 64 + std::countr_zero(bits);
+      bits &= bits - 1;
+      XXH128_canonical_t c;
+      XXH128_canonicalFromHash(&c, XXH3_128bits(mem_ + index * kPageSize, kPageSize));
+      std::memcpy(page_hashes_[index].data(), c.digest, 16);
+    }
+  });
+  XXH128_canonical_t out;
+  XXH128_canonicalFromHash(&out, XXH3_128bits(page_hashes_.data(), page_hashes_.size() * 16));
+  static constexpr char kHex[] = "0123456789abcdef";
+  std::string hex(32, '0');
+  for (int i = 0; i < 16; ++i) {
+    hex[2 * i] = kHex[out.digest[i] >> 4];
+    hex[2 * i + 1] = kHex[out.digest[i] & 15];
+  }
+  return hex;
+}
 
 uint64_t SyntheticGuest::PickPage(uint64_t* rng) const {
   uint64_t r = Next(rng);
@@ -557,6 +594,7 @@ void SyntheticGuest::GuestWrite(uint64_t index, uint64_t* rng, uint8_t* scratch)
   }
   // The page's bytes are written before its bit is set: a collector that sees the bit sees
   // this version (or a later one).
+  MarkHashStale(index);
   if (log_on_)
     dirty_bits_[index / 64].fetch_or(uint64_t{1} << (index % 64), std::memory_order_release);
   pages_written_.fetch_add(1, std::memory_order_release);

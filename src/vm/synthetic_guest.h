@@ -2,6 +2,7 @@
 // migration purposes (realistic page content, a skewed dirtying workload, dirty logging).
 #pragma once
 
+#include <array>
 #include <atomic>
 #include <condition_variable>
 #include <cstddef>
@@ -57,15 +58,19 @@ std::string MemoryDigest(const uint8_t* data, uint64_t bytes);
 //
 // Digest(): XXH3-128 (libxxhash XXH3_128bits, no seed) over the concatenation of the
 // 16-byte canonical forms (XXH128_canonicalFromHash, i.e. high64 then low64, big-endian) of
-// the XXH3-128 hashes of consecutive 1 MiB chunks of memory, the last chunk possibly short.
-// The result is printed as the 32 lowercase hex digits of its canonical form. Chunks are
-// hashed in parallel by up to std::thread::hardware_concurrency() threads.
+// the XXH3-128 hashes of consecutive 4 KiB chunks (pages) of memory, the last chunk possibly
+// short. The result is printed as the 32 lowercase hex digits of its canonical form.
+// The guest caches the page hashes: every write marks its page's hash stale after writing
+// it, and Digest() re-hashes only stale pages (clearing the mark before reading), in
+// parallel. The first call hashes all memory; a call right after a pause that follows an
+// earlier call costs about the pages written in between — which keeps the digest out of a
+// migration's downtime.
 //
 // Thread-safety: all methods may be called from any thread.
 class SyntheticGuest final : public Guest {
  public:
   static constexpr size_t kTemplatePages = 64;
-  static constexpr uint64_t kDigestChunkBytes = uint64_t{1} << 20;
+  static constexpr uint64_t kDigestChunkBytes = kPageSize;
 
   // A booted, running guest: memory filled by the content model, dirtier thread started.
   // InvalidArgument for a bad spec, Unavailable when the memory cannot be mapped. `clock`
@@ -128,6 +133,16 @@ class SyntheticGuest final : public Guest {
 
   std::unique_ptr<std::atomic<uint64_t>[]> dirty_bits_;
   const size_t dirty_words_;
+
+  // Digest cache: one canonical XXH3-128 per page and a bitmap of pages whose hash is stale
+  // (all stale at first). Writers set the stale bit after writing; Digest() clears it before
+  // hashing. digest_mu_ serializes Digest() calls.
+  void MarkHashStale(uint64_t index) {
+    hash_stale_[index / 64].fetch_or(uint64_t{1} << (index % 64), std::memory_order_release);
+  }
+  std::unique_ptr<std::atomic<uint64_t>[]> hash_stale_;
+  mutable std::vector<std::array<uint8_t, 16>> page_hashes_;
+  mutable std::mutex digest_mu_;
 
   // Guards log_on_ transitions against in-flight guest writes: a write and its dirty mark
   // happen under it, so StartDirtyLog() never misses a write it did not see complete.

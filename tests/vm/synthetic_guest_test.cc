@@ -171,15 +171,15 @@ TEST(SyntheticGuestTest, DigestIsDeterministicAndSeedDependent) {
 
 // Pins the digest definition the destination computes independently.
 TEST(SyntheticGuestTest, DigestMatchesItsDefinition) {
-  const uint64_t bytes = 3 * kMiB + 5 * kPageSize;  // short last chunk
+  const uint64_t bytes = 3 * kMiB + 5 * kPageSize;
   auto g = MustBoot(Spec(bytes, 0, 9));
   std::vector<uint8_t> concat;
-  for (uint64_t off = 0; off < bytes; off += kMiB) {
+  for (uint64_t off = 0; off < bytes; off += kPageSize) {
     XXH128_canonical_t c;
-    XXH128_canonicalFromHash(&c, XXH3_128bits(g->PageData(0) + off, std::min(kMiB, bytes - off)));
+    XXH128_canonicalFromHash(&c, XXH3_128bits(g->PageData(0) + off, kPageSize));
     concat.insert(concat.end(), c.digest, c.digest + 16);
   }
-  ASSERT_EQ(concat.size(), 4u * 16);
+  ASSERT_EQ(concat.size(), (bytes / kPageSize) * 16);
   XXH128_hash_t h = XXH3_128bits(concat.data(), concat.size());
   char want[33];
   std::snprintf(want, sizeof(want), "%016llx%016llx", static_cast<unsigned long long>(h.high64),
@@ -435,6 +435,31 @@ TEST(SyntheticGuestTest, BootsOneGiBQuickly) {
   EXPECT_TRUE((*g)->running());
   EXPECT_TRUE(IsZero((*g)->PageData(0)) == (ClassOfPage(21, 0) == PageClass::kZero));
   EXPECT_LT(secs, 10.0);  // generous: the machine is shared; ~0.5 s when memory is warm
+}
+
+}  // namespace
+}  // namespace dwcp::vm
+
+namespace dwcp::vm {
+namespace {
+
+// The cached digest must track every kind of write: guest writes, WritePage and ZeroPage,
+// including writes that race with a Digest() call.
+TEST(SyntheticGuestTest, CachedDigestTracksEveryWrite) {
+  auto g = SyntheticGuest::Boot({"cache", 16ull << 20, 64ull << 20, 5});
+  ASSERT_TRUE(g.ok());
+  SyntheticGuest& guest = **g;
+  for (int i = 0; i < 5; ++i) {
+    (void)guest.Digest();  // runs while the guest writes
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  guest.Pause();
+  EXPECT_EQ(guest.Digest(), MemoryDigest(guest.PageData(0), guest.spec().memory_bytes));
+  std::vector<uint8_t> page(kPageSize, 0xab);
+  guest.WritePage(7, page.data());
+  EXPECT_EQ(guest.Digest(), MemoryDigest(guest.PageData(0), guest.spec().memory_bytes));
+  guest.ZeroPage(7);
+  EXPECT_EQ(guest.Digest(), MemoryDigest(guest.PageData(0), guest.spec().memory_bytes));
 }
 
 }  // namespace
