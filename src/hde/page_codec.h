@@ -31,9 +31,7 @@ struct BatchStats {
 class PageBatchEncoder {
  public:
   // Starts out as Reset(0) had been called.
-  explicit PageBatchEncoder(bool detect_zero_pages) : detect_zero_(detect_zero_pages) {
-    Reset(0);
-  }
+  explicit PageBatchEncoder(bool detect_zero_pages) : detect_zero_(detect_zero_pages) { Reset(0); }
 
   // Starts a new, empty batch for `round`.
   void Reset(uint32_t round);

@@ -228,6 +228,7 @@ Result<acp::MigrationRecord> MigrationEngine::Start(const MigrationRequest& req)
   m->record.memory_bytes = vm->memory_bytes;
   m->record.remaining_bytes = vm->memory_bytes;
   m->record.epoch_before = vm->epoch;
+  m->record.protocol = "v" + std::to_string(req.protocol);  // offered; the handshake may lower it
   m->record.created_ms = clock_.WallMillis();
   m->guest = local.guest;
   m->request = req;

@@ -47,8 +47,7 @@ TEST(ApiClientTest, ErrorBodyBecomesStatus) {
   TestServer server;
   server.http().Get("/api/v1/vms/vm-9", [](const httplib::Request&, httplib::Response& res) {
     res.status = 404;
-    res.set_content(R"({"error":"vm vm-9 does not exist","code":"not_found"})",
-                    "application/json");
+    res.set_content(R"({"error":"vm vm-9 does not exist","code":"not_found"})", "application/json");
   });
   server.http().Post("/api/v1/vms", [](const httplib::Request&, httplib::Response& res) {
     res.status = 409;
@@ -111,9 +110,8 @@ TEST(ApiClientTest, NonJsonSuccessIsInternal) {
   server.http().Get("/text", [](const httplib::Request&, httplib::Response& res) {
     res.set_content("hello", "text/plain");
   });
-  server.http().Get("/empty", [](const httplib::Request&, httplib::Response& res) {
-    res.status = 204;
-  });
+  server.http().Get("/empty",
+                    [](const httplib::Request&, httplib::Response& res) { res.status = 204; });
   server.Start();
   ApiClient client(server.url());
   Result<json> text = client.Get("/text");
@@ -141,24 +139,23 @@ TEST(ApiClientTest, ConnectionRefusedIsUnavailableWithHint) {
 TEST(ApiClientTest, SlowServerHitsReadTimeout) {
   TestServer server;
   server.http().Get("/slow", [](const httplib::Request&, httplib::Response& res) {
-    std::this_thread::sleep_for(std::chrono::milliseconds(1500));
+    std::this_thread::sleep_for(std::chrono::milliseconds(800));
     res.set_content("{}", "application/json");
   });
   server.Start();
   ApiClientOptions options;
-  options.read_timeout = std::chrono::milliseconds(200);
+  options.read_timeout = std::chrono::milliseconds(100);
   ApiClient client(server.url(), options);
   auto start = std::chrono::steady_clock::now();
   Result<json> r = client.Get("/slow");
   ASSERT_FALSE(r.ok());
   EXPECT_EQ(r.status().code(), StatusCode::kUnavailable);
-  EXPECT_LT(std::chrono::steady_clock::now() - start, std::chrono::milliseconds(1400));
+  EXPECT_LT(std::chrono::steady_clock::now() - start, std::chrono::milliseconds(700));
 }
 
 TEST(ApiClientTest, SendsBearerTokenAndUsesPathPrefix) {
   TestServer server;
-  server.http().Get("/proxy/api/v1/nodes", [](const httplib::Request& req,
-                                               httplib::Response& res) {
+  server.http().Get("/proxy/api/v1/nodes", [](const httplib::Request& req, httplib::Response& res) {
     if (req.get_header_value("Authorization") != "Bearer s3cret") {
       res.status = 401;
       res.set_content(R"({"error":"missing bearer token","code":"unauthenticated"})",
@@ -180,8 +177,8 @@ TEST(ApiClientTest, SendsBearerTokenAndUsesPathPrefix) {
 }
 
 TEST(ApiClientTest, MalformedBaseUrlIsInvalidArgument) {
-  for (const char* url : {"127.0.0.1:8080", "ftp://host", "http://", "http://host:99999",
-                          "http://host:abc"}) {
+  for (const char* url :
+       {"127.0.0.1:8080", "ftp://host", "http://", "http://host:99999", "http://host:abc"}) {
     ApiClient client(url);
     Result<json> r = client.Get("/healthz");
     ASSERT_FALSE(r.ok()) << url;
@@ -200,8 +197,8 @@ TEST(ApiClientTest, StatusCodeNamesRoundTrip) {
 }
 
 TEST(ApiClientTest, JsonReadersNeverThrow) {
-  json j = {{"s", "text"}, {"i", -5}, {"u", 18446744073709551615ull}, {"f", 2.6},
-            {"b", true},   {"n", nullptr}};
+  json j = {{"s", "text"}, {"i", -5},   {"u", 18446744073709551615ull},
+            {"f", 2.6},    {"b", true}, {"n", nullptr}};
   EXPECT_EQ(JsonString(j, "s"), "text");
   EXPECT_EQ(JsonString(j, "i"), "");
   EXPECT_EQ(JsonInt(j, "i"), -5);

@@ -5,10 +5,9 @@
 #include <atomic>
 #include <cstdlib>
 #include <mutex>
+#include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
-
-#include <nlohmann/json.hpp>
 
 #include "test_server.h"
 
@@ -24,7 +23,7 @@ struct CliRun {
   std::string err;
 };
 
-CliRun Run(std::vector<std::string> args) {
+CliRun RunDwcp(std::vector<std::string> args) {
   args.insert(args.begin(), "dwcp");
   std::vector<char*> argv;
   for (std::string& a : args) argv.push_back(a.data());
@@ -43,8 +42,8 @@ void Reply(httplib::Response& res, int status, const json& body) {
   res.set_content(body.dump(), "application/json");
 }
 
-json MigrationJson(const std::string& id, const std::string& phase, int round,
-                   uint64_t transferred, uint64_t remaining) {
+json MigrationJson(const std::string& id, const std::string& phase, int round, uint64_t transferred,
+                   uint64_t remaining) {
   return {{"id", id},
           {"vm", "vm-1"},
           {"source", "node-a"},
@@ -79,21 +78,32 @@ class FakeDwcpd {
         return Reply(res, 409, {{"error", "vm vm-1 already exists"}, {"code", "already_exists"}});
       }
       Reply(res, 201,
-            {{"id", body["id"]}, {"node", body.value("node", "node-a")}, {"state", "running"},
-             {"epoch", 1}, {"memory_bytes", body.value("memory", 268435456)},
+            {{"id", body["id"]},
+             {"node", body.value("node", "node-a")},
+             {"state", "running"},
+             {"epoch", 1},
+             {"memory_bytes", body.value("memory", 268435456)},
              {"dirty_rate", body.value("dirty_rate", 0)}});
     });
     http.Get("/api/v1/vms", [](const httplib::Request&, httplib::Response& res) {
       Reply(res, 200,
             {{"vms",
-              {{{"id", "vm-1"}, {"node", "node-a"}, {"state", "running"}, {"epoch", 2},
-                {"memory_bytes", 1073741824}, {"dirty_rate", 20000000}}}}});
+              {{{"id", "vm-1"},
+                {"node", "node-a"},
+                {"state", "running"},
+                {"epoch", 2},
+                {"memory_bytes", 1073741824},
+                {"dirty_rate", 20000000}}}}});
     });
     http.Get("/api/v1/nodes", [](const httplib::Request&, httplib::Response& res) {
       Reply(res, 200,
             {{"nodes",
-              {{{"id", "node-a"}, {"region", "local"}, {"api_url", "http://127.0.0.1:8080"},
-                {"state", "up"}, {"alive", true}, {"vms", 1}}}}});
+              {{{"id", "node-a"},
+                {"region", "local"},
+                {"api_url", "http://127.0.0.1:8080"},
+                {"state", "up"},
+                {"alive", true},
+                {"vms", 1}}}}});
     });
     http.Get("/api/v1/migrations", [](const httplib::Request& req, httplib::Response& res) {
       json m = MigrationJson("mig-ok", "completed", 3, 1500000000, 0);
@@ -152,20 +162,20 @@ class FakeDwcpd {
 };
 
 TEST(CommandsTest, Version) {
-  CliRun r = Run({"--version"});
+  CliRun r = RunDwcp({"--version"});
   EXPECT_EQ(r.rc, 0);
   EXPECT_EQ(r.out, "dwcp 3.0.0\n");
 }
 
 TEST(CommandsTest, HelpOnEveryCommand) {
   for (auto args : std::vector<std::vector<std::string>>{{"--help"},
-                                                          {"vm", "--help"},
-                                                          {"vm", "create", "--help"},
-                                                          {"vm", "list", "--help"},
-                                                          {"migrate", "--help"},
-                                                          {"status", "--help"},
-                                                          {"demo", "--help"}}) {
-    CliRun r = Run(args);
+                                                         {"vm", "--help"},
+                                                         {"vm", "create", "--help"},
+                                                         {"vm", "list", "--help"},
+                                                         {"migrate", "--help"},
+                                                         {"status", "--help"},
+                                                         {"demo", "--help"}}) {
+    CliRun r = RunDwcp(args);
     EXPECT_EQ(r.rc, 0) << args.back();
     EXPECT_NE(r.out.find("--api"), std::string::npos) << r.out;
     EXPECT_NE(r.out.find("--json"), std::string::npos) << r.out;
@@ -173,33 +183,33 @@ TEST(CommandsTest, HelpOnEveryCommand) {
 }
 
 TEST(CommandsTest, UsageErrorsExitTwo) {
-  EXPECT_EQ(Run({}).rc, 2);
-  EXPECT_EQ(Run({"frobnicate"}).rc, 2);
-  EXPECT_EQ(Run({"vm"}).rc, 2);
-  EXPECT_EQ(Run({"vm", "create"}).rc, 2);  // --vm is required
-  EXPECT_EQ(Run({"migrate", "--vm", "vm-1", "--to", "node-b", "--protocol", "v2"}).rc, 2);
-  EXPECT_EQ(Run({"migrate", "--vm", "vm-1", "--to", "node-b", "--on-round-limit", "x"}).rc, 2);
-  EXPECT_EQ(Run({"migrate", "--vm", "vm-1", "--to", "node-b", "--max-rounds", "0"}).rc, 2);
-  EXPECT_EQ(Run({"demo", "--nodes", "1"}).rc, 2);
-  EXPECT_EQ(Run({"vm", "create", "--vm", "v", "--seed", "abc"}).rc, 2);
+  EXPECT_EQ(RunDwcp({}).rc, 2);
+  EXPECT_EQ(RunDwcp({"frobnicate"}).rc, 2);
+  EXPECT_EQ(RunDwcp({"vm"}).rc, 2);
+  EXPECT_EQ(RunDwcp({"vm", "create"}).rc, 2);  // --vm is required
+  EXPECT_EQ(RunDwcp({"migrate", "--vm", "vm-1", "--to", "node-b", "--protocol", "v2"}).rc, 2);
+  EXPECT_EQ(RunDwcp({"migrate", "--vm", "vm-1", "--to", "node-b", "--on-round-limit", "x"}).rc, 2);
+  EXPECT_EQ(RunDwcp({"migrate", "--vm", "vm-1", "--to", "node-b", "--max-rounds", "0"}).rc, 2);
+  EXPECT_EQ(RunDwcp({"demo", "--nodes", "1"}).rc, 2);
+  EXPECT_EQ(RunDwcp({"vm", "create", "--vm", "v", "--seed", "abc"}).rc, 2);
 
-  CliRun memory = Run({"vm", "create", "--vm", "vm-2", "--memory", "1XB"});
+  CliRun memory = RunDwcp({"vm", "create", "--vm", "vm-2", "--memory", "1XB"});
   EXPECT_EQ(memory.rc, 2);
   EXPECT_NE(memory.err.find("invalid --memory '1XB': unknown size unit 'xb'"), std::string::npos)
       << memory.err;
-  CliRun rate = Run({"migrate", "--vm", "vm-1", "--to", "b", "--bandwidth-limit", "fast"});
+  CliRun rate = RunDwcp({"migrate", "--vm", "vm-1", "--to", "b", "--bandwidth-limit", "fast"});
   EXPECT_EQ(rate.rc, 2);
   EXPECT_NE(rate.err.find("invalid --bandwidth-limit 'fast'"), std::string::npos) << rate.err;
-  CliRun budget = Run({"migrate", "--vm", "vm-1", "--to", "b", "--downtime-budget", "3 weeks"});
+  CliRun budget = RunDwcp({"migrate", "--vm", "vm-1", "--to", "b", "--downtime-budget", "3 weeks"});
   EXPECT_EQ(budget.rc, 2);
   EXPECT_NE(budget.err.find("invalid --downtime-budget"), std::string::npos) << budget.err;
-  CliRun interval = Run({"demo", "--interval", "soon"});
+  CliRun interval = RunDwcp({"demo", "--interval", "soon"});
   EXPECT_EQ(interval.rc, 2);
 }
 
 TEST(CommandsTest, UnreachableDwcpdExitsOneWithHint) {
   std::string url = "http://127.0.0.1:" + std::to_string(testing::UnusedPort());
-  CliRun r = Run({"status", "--api", url});
+  CliRun r = RunDwcp({"status", "--api", url});
   EXPECT_EQ(r.rc, 1);
   EXPECT_EQ(r.err, "dwcp: cannot reach dwcpd at " + url +
                        ": Connection refused \u2014 is it running? start a local cluster with "
@@ -208,8 +218,8 @@ TEST(CommandsTest, UnreachableDwcpdExitsOneWithHint) {
 
 TEST(CommandsTest, VmCreateSendsNumericSizes) {
   FakeDwcpd fake;
-  CliRun r = Run({"vm", "create", "--api", fake.url(), "--vm", "vm-12345", "--node", "node-a",
-                  "--memory", "1GiB", "--dirty-rate", "20MB/s", "--seed", "7"});
+  CliRun r = RunDwcp({"vm", "create", "--api", fake.url(), "--vm", "vm-12345", "--node", "node-a",
+                      "--memory", "1GiB", "--dirty-rate", "20MB/s", "--seed", "7"});
   EXPECT_EQ(r.rc, 0) << r.err;
   EXPECT_EQ(r.out, "created vm-12345 on node-a (1.00 GiB, dirtying 20.00 MB/s)\n");
   json body = fake.last_body();
@@ -221,10 +231,10 @@ TEST(CommandsTest, VmCreateSendsNumericSizes) {
 
 TEST(CommandsTest, ServerErrorsExitOneWithServerMessage) {
   FakeDwcpd fake;
-  CliRun exists = Run({"vm", "create", "--api", fake.url(), "--vm", "vm-1"});
+  CliRun exists = RunDwcp({"vm", "create", "--api", fake.url(), "--vm", "vm-1"});
   EXPECT_EQ(exists.rc, 1);
   EXPECT_EQ(exists.err, "dwcp: vm vm-1 already exists\n");
-  CliRun unknown = Run({"migrate", "--api", fake.url(), "--vm", "vm-9", "--to", "node-b"});
+  CliRun unknown = RunDwcp({"migrate", "--api", fake.url(), "--vm", "vm-9", "--to", "node-b"});
   EXPECT_EQ(unknown.rc, 1);
   EXPECT_EQ(unknown.err, "dwcp: vm vm-9 does not exist\n");
 }
@@ -232,7 +242,7 @@ TEST(CommandsTest, ServerErrorsExitOneWithServerMessage) {
 TEST(CommandsTest, ApiFromEnvironment) {
   FakeDwcpd fake;
   setenv("DWCP_API", fake.url().c_str(), 1);
-  CliRun r = Run({"vm", "list"});
+  CliRun r = RunDwcp({"vm", "list"});
   unsetenv("DWCP_API");
   EXPECT_EQ(r.rc, 0) << r.err;
   EXPECT_NE(r.out.find("vm-1  node-a  running  1.00 GiB  20.00 MB/s  2"), std::string::npos)
@@ -241,13 +251,13 @@ TEST(CommandsTest, ApiFromEnvironment) {
 
 TEST(CommandsTest, VmListAndStatusJson) {
   FakeDwcpd fake;
-  CliRun list = Run({"--json", "vm", "list", "--api", fake.url()});
+  CliRun list = RunDwcp({"--json", "vm", "list", "--api", fake.url()});
   EXPECT_EQ(list.rc, 0);
   json vms = json::parse(list.out, nullptr, false);
   ASSERT_FALSE(vms.is_discarded()) << list.out;
   EXPECT_EQ(vms["vms"][0]["id"], "vm-1");
 
-  CliRun status = Run({"status", "--api", fake.url(), "--json"});
+  CliRun status = RunDwcp({"status", "--api", fake.url(), "--json"});
   EXPECT_EQ(status.rc, 0);
   json all = json::parse(status.out, nullptr, false);
   ASSERT_FALSE(all.is_discarded()) << status.out;
@@ -257,11 +267,10 @@ TEST(CommandsTest, VmListAndStatusJson) {
 
 TEST(CommandsTest, StatusTables) {
   FakeDwcpd fake;
-  CliRun r = Run({"status", "--api", fake.url()});
+  CliRun r = RunDwcp({"status", "--api", fake.url()});
   EXPECT_EQ(r.rc, 0) << r.err;
   EXPECT_NE(r.out.find("NODES\n"), std::string::npos) << r.out;
-  EXPECT_NE(r.out.find("node-a  local   up     yes    http://127.0.0.1:8080  1"),
-            std::string::npos)
+  EXPECT_NE(r.out.find("node-a  local   up     yes    http://127.0.0.1:8080  1"), std::string::npos)
       << r.out;
   EXPECT_NE(r.out.find("\nVMS\n"), std::string::npos);
   EXPECT_NE(r.out.find("mig-ok  vm-1  node-a \u2192 node-b  completed  3       1.42 s"),
@@ -271,9 +280,9 @@ TEST(CommandsTest, StatusTables) {
 
 TEST(CommandsTest, MigrateWatchesToSuccess) {
   FakeDwcpd fake;
-  CliRun r = Run({"migrate", "--api", fake.url(), "--vm", "vm-1", "--to", "node-b", "--protocol",
-                  "v1", "--bandwidth-limit", "100MB/s", "--downtime-budget", "300ms",
-                  "--max-rounds", "5", "--on-round-limit", "abort"});
+  CliRun r = RunDwcp({"migrate", "--api", fake.url(), "--vm", "vm-1", "--to", "node-b",
+                      "--protocol", "v1", "--bandwidth-limit", "100MB/s", "--downtime-budget",
+                      "300ms", "--max-rounds", "5", "--on-round-limit", "abort"});
   EXPECT_EQ(r.rc, 0) << r.err;
   json body = fake.last_body();
   EXPECT_EQ(body["vm"], "vm-1");
@@ -284,8 +293,7 @@ TEST(CommandsTest, MigrateWatchesToSuccess) {
   EXPECT_EQ(body["max_rounds"], 5);
   EXPECT_EQ(body["on_round_limit"], "abort");
   // Not a terminal: plain progress lines, one per round, then the summary.
-  EXPECT_NE(r.out.find("[##########----------] round 1 | 512.00 MiB / 1.00 GiB"),
-            std::string::npos)
+  EXPECT_NE(r.out.find("[##########----------] round 1 | 512.00 MiB / 1.00 GiB"), std::string::npos)
       << r.out;
   EXPECT_NE(r.out.find("round 2 |"), std::string::npos) << r.out;
   EXPECT_EQ(r.out.find('\r'), std::string::npos);
@@ -298,7 +306,7 @@ TEST(CommandsTest, MigrateWatchesToSuccess) {
 
 TEST(CommandsTest, MigrateFailureExitsOne) {
   FakeDwcpd fake;
-  CliRun r = Run({"migrate", "--api", fake.url(), "--vm", "vm-1", "--to", "node-bad"});
+  CliRun r = RunDwcp({"migrate", "--api", fake.url(), "--vm", "vm-1", "--to", "node-bad"});
   EXPECT_EQ(r.rc, 1);
   EXPECT_NE(r.out.find("  result:       failed: destination node-bad unreachable\n"),
             std::string::npos)
@@ -308,7 +316,7 @@ TEST(CommandsTest, MigrateFailureExitsOne) {
 
 TEST(CommandsTest, MigrateJsonPrintsOnlyTheFinalMigration) {
   FakeDwcpd fake;
-  CliRun r = Run({"migrate", "--json", "--api", fake.url(), "--vm", "vm-1", "--to", "node-b"});
+  CliRun r = RunDwcp({"migrate", "--json", "--api", fake.url(), "--vm", "vm-1", "--to", "node-b"});
   EXPECT_EQ(r.rc, 0) << r.err;
   json m = json::parse(r.out, nullptr, false);
   ASSERT_FALSE(m.is_discarded()) << r.out;
@@ -318,7 +326,8 @@ TEST(CommandsTest, MigrateJsonPrintsOnlyTheFinalMigration) {
 
 TEST(CommandsTest, MigrateNoWait) {
   FakeDwcpd fake;
-  CliRun r = Run({"migrate", "--no-wait", "--api", fake.url(), "--vm", "vm-1", "--to", "node-b"});
+  CliRun r =
+      RunDwcp({"migrate", "--no-wait", "--api", fake.url(), "--vm", "vm-1", "--to", "node-b"});
   EXPECT_EQ(r.rc, 0) << r.err;
   EXPECT_EQ(r.out, "started mig-ok: vm-1 node-a \u2192 node-b; follow it with `dwcp status`\n");
 }

@@ -1,7 +1,7 @@
 #include "cli/demo.h"
 
 #include <gtest/gtest.h>
-#include <sys/socket.h>
+#include <signal.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -180,7 +180,8 @@ TEST(DemoTest, TailFileKeepsLastLines) {
 TEST(DemoTest, NodeThatExitsDuringStartupFailsTheDemo) {
   TempDir dir;
   std::string fake = dir.path() + "/dwcpd";
-  WriteExecutable(fake, "#!/bin/sh\necho \"fake dwcpd $*\"\necho 'fatal: cannot open store' >&2\nexit 3\n");
+  WriteExecutable(
+      fake, "#!/bin/sh\necho \"fake dwcpd $*\"\necho 'fatal: cannot open store' >&2\nexit 3\n");
   DemoOptions options;
   options.nodes = 2;
   options.data_dir = dir.path() + "/demo";
@@ -197,8 +198,8 @@ TEST(DemoTest, NodeThatExitsDuringStartupFailsTheDemo) {
   std::ifstream log(options.data_dir + "/node-a.log");
   std::string first_line;
   std::getline(log, first_line);
-  EXPECT_EQ(first_line.rfind("fake dwcpd --node-id node-a --region local --api-listen 127.0.0.1:", 0),
-            0u)
+  EXPECT_EQ(
+      first_line.rfind("fake dwcpd --node-id node-a --region local --api-listen 127.0.0.1:", 0), 0u)
       << first_line;
   EXPECT_NE(first_line.find("--store " + options.data_dir + "/state.db"), std::string::npos);
   EXPECT_TRUE(fs::is_directory(options.data_dir + "/node-a"));

@@ -75,8 +75,8 @@ TEST(UnitsTest, ParseBytesRejectsBadInput) {
 
 TEST(UnitsTest, ParseBytesRejectsOverflow) {
   // 2^64 bytes = 16 EiB = 16,777,216 TiB; anything at or above it does not fit.
-  for (const char* big : {"16777216TiB", "20000000TB", "99999999999999999999GiB",
-                          "18446744073709551616"}) {
+  for (const char* big :
+       {"16777216TiB", "20000000TB", "99999999999999999999GiB", "18446744073709551616"}) {
     auto r = ParseBytes(big);
     EXPECT_FALSE(r.ok()) << big << " parsed as " << (r.ok() ? *r : 0);
     EXPECT_EQ(r.status().code(), StatusCode::kInvalidArgument) << big;
@@ -92,6 +92,17 @@ TEST(UnitsTest, ParseBytesLargeValuesStayExact) {
   EXPECT_EQ(MustParseBytes("10000000TB"), 10'000'000'000'000'000'000u);
   EXPECT_EQ(MustParseBytes("8388608TiB"), uint64_t{1} << 63);
   EXPECT_EQ(MustParseBytes("1000TiB"), 1000 * kTiB);
+  EXPECT_EQ(MustParseBytes("18446744073709551615"), UINT64_MAX);
+  EXPECT_EQ(MustParseBytes("16777215TiB"), 16777215 * kTiB);
+  EXPECT_EQ(MustParseBytes("9007199254740993"), 9007199254740993u);  // 2^53 + 1, not a double
+}
+
+TEST(UnitsTest, ParseBytesRoundsFractionsToTheNearestByte) {
+  EXPECT_EQ(MustParseBytes("1.5"), 2u);
+  EXPECT_EQ(MustParseBytes("1.4B"), 1u);
+  EXPECT_EQ(MustParseBytes("0.5KiB"), 512u);
+  EXPECT_EQ(MustParseBytes(".5KiB"), 512u);
+  EXPECT_EQ(MustParseBytes("1.KiB"), 1024u);
 }
 
 TEST(UnitsTest, ParseRateBytesPerSecond) {
