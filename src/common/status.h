@@ -8,7 +8,7 @@
 
 namespace dwcp {
 
-// Codes map onto HTTP statuses in the API (see api/http_errors.cc) and onto
+// Codes map onto HTTP statuses in the API (api::HttpStatusOf) and onto
 // `error_type` label values in metrics.
 enum class StatusCode {
   kOk = 0,
