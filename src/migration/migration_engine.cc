@@ -98,10 +98,19 @@ struct MigrationEngine::Outgoing : Active {
   std::string dest_address;
 };
 
+IncomingGuestFactory SyntheticIncomingGuests() {
+  return [](const vm::GuestSpec& spec) -> Result<std::shared_ptr<vm::Guest>> {
+    auto g = vm::SyntheticGuest::CreateIncoming(spec);
+    if (!g.ok()) return g.status();
+    return std::shared_ptr<vm::Guest>(std::move(g).value());
+  };
+}
+
 MigrationEngine::MigrationEngine(EngineConfig config, acp::StateStore& store, vm::VmTable& vms,
-                                 obs::Metrics& metrics, Clock& clock, asio::io_context& io)
+                                 obs::Metrics& metrics, Clock& clock, asio::io_context& io,
+                                 IncomingGuestFactory incoming_guests)
     : config_(std::move(config)), store_(store), vms_(vms), metrics_(metrics), clock_(clock),
-      io_(io) {}
+      io_(io), incoming_guests_(std::move(incoming_guests)) {}
 
 MigrationEngine::~MigrationEngine() { Shutdown(Ms(5000)); }
 
@@ -665,7 +674,7 @@ awaitable<void> MigrationEngine::ServeIncoming(std::shared_ptr<amst::Connection>
   std::string vm_id, migration_id, source_node;
   uint64_t epoch = 0;
   bool counted = false;
-  std::shared_ptr<vm::SyntheticGuest> guest;
+  std::shared_ptr<vm::Guest> guest;
   bool verified = false;
 
   // Logs and counts a failed incoming migration (or a bad connection) and discards state.
@@ -754,9 +763,9 @@ awaitable<void> MigrationEngine::ServeIncoming(std::shared_ptr<amst::Connection>
   }
   if (st.ok()) {
     vm::GuestSpec spec{vm_id, b.memory_bytes(), b.dirty_rate(), b.seed()};
-    auto g = vm::SyntheticGuest::CreateIncoming(spec);
+    auto g = incoming_guests_(spec);
     if (g.ok()) {
-      guest = std::shared_ptr<vm::SyntheticGuest>(std::move(g).value());
+      guest = std::move(g).value();
     } else {
       st = g.status();
     }

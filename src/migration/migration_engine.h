@@ -13,6 +13,7 @@
 #include <chrono>
 #include <condition_variable>
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -54,11 +55,18 @@ struct MigrationRequest {
   uint64_t bandwidth_limit = 0;      // bytes/s, 0 = unlimited
 };
 
+// Creates the empty, paused guest an incoming migration fills.
+using IncomingGuestFactory =
+    std::function<Result<std::shared_ptr<vm::Guest>>(const vm::GuestSpec& spec)>;
+// The default: a SyntheticGuest (vm/synthetic_guest.h).
+IncomingGuestFactory SyntheticIncomingGuests();
+
 // Thread-safe. Migrations run as coroutines on `io`, which the owner runs on several threads.
 class MigrationEngine {
  public:
   MigrationEngine(EngineConfig config, acp::StateStore& store, vm::VmTable& vms,
-                  obs::Metrics& metrics, Clock& clock, asio::io_context& io);
+                  obs::Metrics& metrics, Clock& clock, asio::io_context& io,
+                  IncomingGuestFactory incoming_guests = SyntheticIncomingGuests());
   ~MigrationEngine();
 
   // Validates the request, records the migration and marks the VM migrating in one store
@@ -99,6 +107,7 @@ class MigrationEngine {
   obs::Metrics& metrics_;
   Clock& clock_;
   asio::io_context& io_;
+  IncomingGuestFactory incoming_guests_;
   std::unique_ptr<asio::ip::tcp::acceptor> acceptor_;
   uint16_t listen_port_ = 0;
 

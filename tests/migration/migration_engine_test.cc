@@ -1,0 +1,233 @@
+// Two migration engines in one process, on loopback, sharing a temp-dir SQLite store; the
+// destination's guests can be swapped for fault-injecting ones.
+#include "migration/migration_engine.h"
+
+#include <gtest/gtest.h>
+
+#include <chrono>
+#include <filesystem>
+#include <thread>
+
+#include "acp/sqlite_state_store.h"
+#include "vm/synthetic_guest.h"
+
+namespace dwcp::migration {
+namespace {
+
+using namespace std::chrono_literals;
+
+// A guest that corrupts one page as it is written: what a buggy transport or decoder does.
+class CorruptingGuest final : public vm::Guest {
+ public:
+  CorruptingGuest(std::shared_ptr<vm::Guest> inner, uint64_t bad_page)
+      : inner_(std::move(inner)), bad_page_(bad_page) {}
+  const vm::GuestSpec& spec() const override { return inner_->spec(); }
+  const uint8_t* PageData(uint64_t i) const override { return inner_->PageData(i); }
+  void WritePage(uint64_t i, const uint8_t* data) override {
+    if (i != bad_page_) return inner_->WritePage(i, data);
+    std::vector<uint8_t> copy(data, data + vm::kPageSize);
+    copy[100] ^= 0x01;
+    inner_->WritePage(i, copy.data());
+  }
+  void ZeroPage(uint64_t i) override {
+    if (i != bad_page_) return inner_->ZeroPage(i);
+    std::vector<uint8_t> one(vm::kPageSize, 0);
+    one[100] = 1;
+    inner_->WritePage(i, one.data());
+  }
+  void StartDirtyLog() override { inner_->StartDirtyLog(); }
+  void StopDirtyLog() override { inner_->StopDirtyLog(); }
+  void CollectDirtyPages(std::vector<uint64_t>* out) override { inner_->CollectDirtyPages(out); }
+  uint64_t DirtyPageCount() const override { return inner_->DirtyPageCount(); }
+  void Pause() override { inner_->Pause(); }
+  void Resume() override { inner_->Resume(); }
+  bool running() const override { return inner_->running(); }
+  std::string Digest() const override { return inner_->Digest(); }
+  uint64_t pages_written() const override { return inner_->pages_written(); }
+
+ private:
+  std::shared_ptr<vm::Guest> inner_;
+  uint64_t bad_page_;
+};
+
+// One node's engine with its own guests, metrics and network threads.
+struct TestNode {
+  TestNode(const std::string& id, acp::StateStore& store, EngineConfig config,
+           IncomingGuestFactory factory = SyntheticIncomingGuests()) {
+    config.node_id = id;
+    engine = std::make_unique<MigrationEngine>(config, store, vms, metrics,
+                                               RealClock::Instance(), io, std::move(factory));
+    EXPECT_TRUE(engine->Listen("127.0.0.1", 0).ok());
+    work.emplace(io.get_executor());
+    for (int i = 0; i < 2; ++i) threads.emplace_back([this] { io.run(); });
+    acp::NodeRecord rec{id, "local", "http://127.0.0.1:1",
+                        "127.0.0.1:" + std::to_string(engine->listen_port()), "up", "test",
+                        RealClock::Instance().WallMillis(), RealClock::Instance().WallMillis()};
+    EXPECT_TRUE(store.UpsertNode(rec).ok());
+  }
+  ~TestNode() {
+    engine->Shutdown(5s);
+    work.reset();
+    io.stop();
+    for (auto& t : threads) t.join();
+  }
+  vm::VmTable vms;
+  obs::Metrics metrics;
+  asio::io_context io;
+  std::optional<asio::executor_work_guard<asio::io_context::executor_type>> work;
+  std::vector<std::thread> threads;
+  std::unique_ptr<MigrationEngine> engine;
+};
+
+class MigrationEngineTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    char tmpl[] = "/tmp/dwcp-engine-XXXXXX";
+    dir_ = mkdtemp(tmpl);
+    auto s = acp::SqliteStateStore::Open(dir_ + "/state.db", RealClock::Instance());
+    ASSERT_TRUE(s.ok()) << s.status().ToString();
+    store_ = std::move(s).value();
+  }
+  void TearDown() override { std::filesystem::remove_all(dir_); }
+
+  // Boots a guest on `node` and records it.
+  void BootVm(TestNode& node, const std::string& node_id, const std::string& id,
+              uint64_t dirty_rate) {
+    auto g = vm::SyntheticGuest::Boot({id, 32ull << 20, dirty_rate, 11});
+    ASSERT_TRUE(g.ok());
+    node.vms.Add(id, std::shared_ptr<vm::Guest>(std::move(g).value()), 1);
+    acp::VmRecord rec;
+    rec.id = id;
+    rec.node_id = node_id;
+    rec.state = acp::kVmRunning;
+    rec.epoch = 1;
+    rec.memory_bytes = 32ull << 20;
+    rec.dirty_rate = dirty_rate;
+    rec.seed = 11;
+    ASSERT_TRUE(store_->CreateVm(rec).ok());
+  }
+
+  acp::MigrationRecord WaitForEnd(const std::string& id) {
+    for (int i = 0; i < 600; ++i) {
+      auto m = store_->GetMigration(id);
+      if (m.ok() && m->finished_ms != 0) return *m;
+      std::this_thread::sleep_for(50ms);
+    }
+    ADD_FAILURE() << "migration did not end";
+    return {};
+  }
+
+  std::string dir_;
+  std::unique_ptr<acp::SqliteStateStore> store_;
+};
+
+TEST_F(MigrationEngineTest, MigratesAndHandsOverTheGuest) {
+  TestNode a("node-a", *store_, {}), b("node-b", *store_, {});
+  BootVm(a, "node-a", "vm-1", 8'000'000);
+  auto m = a.engine->Start({"vm-1", "node-b"});
+  ASSERT_TRUE(m.ok()) << m.status().ToString();
+  auto done = WaitForEnd(m->id);
+  EXPECT_EQ(done.phase, acp::kPhaseCompleted) << done.error;
+  EXPECT_EQ(done.source_digest, done.dest_digest);
+  EXPECT_EQ(a.vms.size(), 0u);
+  ASSERT_NE(b.vms.Find("vm-1").guest, nullptr);
+  EXPECT_TRUE(b.vms.Find("vm-1").guest->running());
+  EXPECT_EQ(b.vms.Find("vm-1").epoch, 2u);
+  auto vm = store_->GetVm("vm-1");
+  EXPECT_EQ(vm->node_id, "node-b");
+  EXPECT_EQ(vm->epoch, 2u);
+  EXPECT_EQ(a.metrics.migrations(obs::MigrationResult::kSuccess, 3).Value(), 1);
+  EXPECT_EQ(a.metrics.bytes_sent.Value(), b.metrics.bytes_received.Value());
+  EXPECT_EQ(a.metrics.wire_sent.Value(), b.metrics.wire_received.Value());
+}
+
+TEST_F(MigrationEngineTest, DigestMismatchFailsAndKeepsTheVmOnTheSource) {
+  auto corrupting = [](const vm::GuestSpec& spec) -> Result<std::shared_ptr<vm::Guest>> {
+    auto g = vm::SyntheticGuest::CreateIncoming(spec);
+    if (!g.ok()) return g.status();
+    return std::shared_ptr<vm::Guest>(
+        std::make_shared<CorruptingGuest>(std::shared_ptr<vm::Guest>(std::move(g).value()), 5));
+  };
+  TestNode a("node-a", *store_, {}), b("node-b", *store_, {}, corrupting);
+  BootVm(a, "node-a", "vm-1", 0);
+  auto m = a.engine->Start({"vm-1", "node-b"});
+  ASSERT_TRUE(m.ok());
+  auto done = WaitForEnd(m->id);
+  EXPECT_EQ(done.phase, acp::kPhaseFailed);
+  EXPECT_NE(done.error.find("digest"), std::string::npos) << done.error;
+  EXPECT_NE(done.source_digest, done.dest_digest);
+  auto vm = store_->GetVm("vm-1");
+  EXPECT_EQ(vm->node_id, "node-a");
+  EXPECT_EQ(vm->state, acp::kVmRunning);
+  EXPECT_EQ(vm->epoch, 1u);
+  ASSERT_NE(a.vms.Find("vm-1").guest, nullptr);
+  EXPECT_TRUE(a.vms.Find("vm-1").guest->running());  // resumed after the pause
+  EXPECT_EQ(b.vms.size(), 0u);
+  EXPECT_EQ(a.metrics.migrations(obs::MigrationResult::kFailed, 3).Value(), 1);
+}
+
+TEST_F(MigrationEngineTest, RoundLimitAbortsOrForcesAsConfigured) {
+  EngineConfig strict;
+  strict.max_rounds = 2;
+  strict.force_on_round_limit = false;
+  strict.downtime_budget_ms = 1;
+  TestNode a("node-a", *store_, strict), b("node-b", *store_, strict);
+  // 400 MB/s of dirtying against a 40 MB/s cap never converges.
+  BootVm(a, "node-a", "vm-1", 400'000'000);
+  MigrationRequest req{"vm-1", "node-b"};
+  req.bandwidth_limit = 40'000'000;
+  auto m = a.engine->Start(req);
+  ASSERT_TRUE(m.ok());
+  auto aborted = WaitForEnd(m->id);
+  EXPECT_EQ(aborted.phase, acp::kPhaseAborted);
+  EXPECT_NE(aborted.error.find("did not converge in 2 rounds"), std::string::npos)
+      << aborted.error;
+  EXPECT_EQ(store_->GetVm("vm-1")->node_id, "node-a");
+  EXPECT_TRUE(a.vms.Find("vm-1").guest->running());
+
+  req.on_round_limit = 1;  // force
+  m = a.engine->Start(req);
+  ASSERT_TRUE(m.ok()) << m.status().ToString();
+  auto forced = WaitForEnd(m->id);
+  EXPECT_EQ(forced.phase, acp::kPhaseCompleted) << forced.error;
+  EXPECT_EQ(forced.round, 3u);  // two pre-copy rounds, then stop-and-copy
+  EXPECT_EQ(forced.source_digest, forced.dest_digest);
+  EXPECT_EQ(store_->GetVm("vm-1")->node_id, "node-b");
+}
+
+TEST_F(MigrationEngineTest, RefusesWithoutACommonProtocolVersion) {
+  EngineConfig v3_only;
+  v3_only.protocols = {3};
+  TestNode a("node-a", *store_, {}), b("node-b", *store_, v3_only);
+  BootVm(a, "node-a", "vm-1", 0);
+  MigrationRequest req{"vm-1", "node-b"};
+  req.protocol = 1;
+  auto m = a.engine->Start(req);
+  ASSERT_TRUE(m.ok());
+  auto done = WaitForEnd(m->id);
+  EXPECT_EQ(done.phase, acp::kPhaseFailed);
+  EXPECT_NE(done.error.find("no common protocol version"), std::string::npos) << done.error;
+  EXPECT_EQ(store_->GetVm("vm-1")->node_id, "node-a");
+}
+
+TEST_F(MigrationEngineTest, AdmissionChecks) {
+  TestNode a("node-a", *store_, {}), b("node-b", *store_, {});
+  BootVm(a, "node-a", "vm-1", 0);
+  EXPECT_EQ(a.engine->Start({"vm-404", "node-b"}).status().code(), StatusCode::kNotFound);
+  EXPECT_EQ(a.engine->Start({"vm-1", "node-z"}).status().code(), StatusCode::kNotFound);
+  EXPECT_EQ(a.engine->Start({"vm-1", "node-a"}).status().code(), StatusCode::kInvalidArgument);
+  EXPECT_EQ(b.engine->Start({"vm-1", "node-a"}).status().code(), StatusCode::kInvalidArgument);
+  MigrationRequest slow{"vm-1", "node-b"};
+  slow.bandwidth_limit = 10'000'000;
+  auto first = a.engine->Start(slow);
+  ASSERT_TRUE(first.ok());
+  EXPECT_EQ(a.engine->Start({"vm-1", "node-b"}).status().code(), StatusCode::kFailedPrecondition);
+  a.engine->Shutdown(10s);  // aborts the slow one
+  auto done = WaitForEnd(first->id);
+  EXPECT_EQ(done.phase, acp::kPhaseAborted);
+  EXPECT_EQ(store_->GetVm("vm-1")->state, acp::kVmRunning);
+  EXPECT_EQ(a.engine->Start({"vm-1", "node-b"}).status().code(), StatusCode::kAborted);
+}
+
+}  // namespace
+}  // namespace dwcp::migration
