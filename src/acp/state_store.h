@@ -35,8 +35,8 @@ struct VmRecord {
   std::string migration_id;  // set while state == kVmMigrating
   std::string driver = "synthetic";
   uint64_t memory_bytes = 0;
-  uint64_t dirty_rate = 0;   // bytes per second the guest dirties
-  uint64_t seed = 0;         // content-model seed of the synthetic driver
+  uint64_t dirty_rate = 0;  // bytes per second the guest dirties
+  uint64_t seed = 0;        // content-model seed of the synthetic driver
   int64_t created_ms = 0;
   int64_t updated_ms = 0;
 };

@@ -78,8 +78,7 @@ awaitable<Status> Connection::SendControl(const wire::Control& message, Millis d
   std::string bytes;
   if (!message.SerializeToString(&bytes)) co_return Internal("cannot serialise control message");
   co_return co_await Send(FrameType::kControl,
-                          {reinterpret_cast<const uint8_t*>(bytes.data()), bytes.size()},
-                          deadline);
+                          {reinterpret_cast<const uint8_t*>(bytes.data()), bytes.size()}, deadline);
 }
 
 awaitable<Result<Frame>> Connection::Receive(Millis deadline) {

@@ -71,8 +71,8 @@ class Connection : public std::enable_shared_from_this<Connection> {
 };
 
 // Connects to host:port within `deadline`, with TCP_NODELAY and large socket buffers.
-asio::awaitable<Result<std::unique_ptr<Connection>>> Connect(const std::string& host,
-                                                             uint16_t port, obs::Metrics& metrics,
+asio::awaitable<Result<std::unique_ptr<Connection>>> Connect(const std::string& host, uint16_t port,
+                                                             obs::Metrics& metrics,
                                                              Millis deadline);
 
 // Splits "host:port"; InvalidArgument on a missing or bad port.

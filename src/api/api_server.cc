@@ -47,7 +47,8 @@ std::string ResultOfPhase(const std::string& phase) {
 json MigrationJson(const acp::MigrationRecord& m) {
   bool running = m.finished_ms == 0;
   double eta = 0;
-  if (running && m.throughput_bps > 0) eta = static_cast<double>(m.remaining_bytes) / m.throughput_bps;
+  if (running && m.throughput_bps > 0)
+    eta = static_cast<double>(m.remaining_bytes) / m.throughput_bps;
   return {{"id", m.id},
           {"vm", m.vm_id},
           {"source", m.source_node},
@@ -111,7 +112,8 @@ Status ReadString(const json& body, const char* key, bool required, std::string*
 
 Status ReadInt(const json& body, const char* key, int64_t* out) {
   if (!body.contains(key) || body[key].is_null()) return Status::Ok();
-  if (!body[key].is_number_integer()) return InvalidArgument(std::string(key) + " must be an integer");
+  if (!body[key].is_number_integer())
+    return InvalidArgument(std::string(key) + " must be an integer");
   *out = body[key].get<int64_t>();
   return Status::Ok();
 }
@@ -120,17 +122,26 @@ Status ReadInt(const json& body, const char* key, int64_t* out) {
 
 int HttpStatusOf(StatusCode code) {
   switch (code) {
-    case StatusCode::kOk: return 200;
-    case StatusCode::kInvalidArgument: return 400;
-    case StatusCode::kUnauthenticated: return 401;
-    case StatusCode::kNotFound: return 404;
+    case StatusCode::kOk:
+      return 200;
+    case StatusCode::kInvalidArgument:
+      return 400;
+    case StatusCode::kUnauthenticated:
+      return 401;
+    case StatusCode::kNotFound:
+      return 404;
     case StatusCode::kAlreadyExists:
     case StatusCode::kFailedPrecondition:
-    case StatusCode::kAborted: return 409;
-    case StatusCode::kUnimplemented: return 501;
-    case StatusCode::kUnavailable: return 503;
-    case StatusCode::kDeadlineExceeded: return 504;
-    default: return 500;
+    case StatusCode::kAborted:
+      return 409;
+    case StatusCode::kUnimplemented:
+      return 501;
+    case StatusCode::kUnavailable:
+      return 503;
+    case StatusCode::kDeadlineExceeded:
+      return 504;
+    default:
+      return 500;
   }
 }
 
@@ -142,11 +153,13 @@ ApiServer::~ApiServer() { Stop(); }
 
 void ApiServer::AddRoutes() {
   auto bind = [this](auto method) {
-    return [this, method](const httplib::Request& q, httplib::Response& s) { (this->*method)(q, s); };
+    return
+        [this, method](const httplib::Request& q, httplib::Response& s) { (this->*method)(q, s); };
   };
   routes_ = {
       {"GET", "/", "This index", false, bind(&ApiServer::Index)},
-      {"GET", "/healthz", "Liveness: 200 while the process serves", false, bind(&ApiServer::Healthz)},
+      {"GET", "/healthz", "Liveness: 200 while the process serves", false,
+       bind(&ApiServer::Healthz)},
       {"GET", "/readyz", "Readiness: 200 once registered and listening", false,
        bind(&ApiServer::Readyz)},
       {"GET", "/metrics", "Prometheus metrics (text exposition)", false, bind(&ApiServer::Metrics)},
@@ -164,7 +177,8 @@ void ApiServer::AddRoutes() {
   const std::string token = node_.config().api_token;
   for (const auto& r : routes_) {
     auto handler = [this, &r, token](const httplib::Request& q, httplib::Response& s) {
-      if (r.mutating && !token.empty() && q.get_header_value("Authorization") != "Bearer " + token) {
+      if (r.mutating && !token.empty() &&
+          q.get_header_value("Authorization") != "Bearer " + token) {
         SendError(s, Status(StatusCode::kUnauthenticated, "missing or wrong bearer token"));
         return;
       }
@@ -188,9 +202,10 @@ void ApiServer::AddRoutes() {
       }
     }
   });
-  server_->set_exception_handler([](const httplib::Request&, httplib::Response& s, std::exception_ptr) {
-    SendError(s, Internal("unexpected error while handling the request"));
-  });
+  server_->set_exception_handler(
+      [](const httplib::Request&, httplib::Response& s, std::exception_ptr) {
+        SendError(s, Internal("unexpected error while handling the request"));
+      });
 }
 
 Status ApiServer::Bind(const std::string& host, uint16_t port) {
@@ -218,7 +233,8 @@ void ApiServer::Stop() {
 }
 
 void ApiServer::Index(const httplib::Request&, httplib::Response& res) {
-  std::string text = "dwcpd " + std::string(node::kVersion) + " on " + node_.config().node_id + "\n\n";
+  std::string text =
+      "dwcpd " + std::string(node::kVersion) + " on " + node_.config().node_id + "\n\n";
   for (const auto& r : routes_) {
     char line[256];
     std::snprintf(line, sizeof line, "%-5s %-32s %s\n", r.method.c_str(), r.pattern.c_str(),
@@ -236,8 +252,10 @@ void ApiServer::Readyz(const httplib::Request&, httplib::Response& res) {
   if (node_.ready()) {
     SendJson(res, 200, {{"status", "ready"}, {"node", node_.config().node_id}});
   } else {
-    SendJson(res, 503, {{"status", "not_ready"}, {"node", node_.config().node_id},
-                        {"reason", "starting or shutting down"}});
+    SendJson(res, 503,
+             {{"status", "not_ready"},
+              {"node", node_.config().node_id},
+              {"reason", "starting or shutting down"}});
   }
 }
 
@@ -256,10 +274,16 @@ void ApiServer::ListNodes(const httplib::Request&, httplib::Response& res) {
     int owned = 0;
     for (const auto& v : *vms) owned += v.node_id == n.id;
     bool alive = n.state == "up" && now - n.heartbeat_ms < node_.node_alive_window_ms();
-    out.push_back({{"id", n.id}, {"region", n.region}, {"api_url", n.api_url},
-                   {"data_address", n.data_address}, {"state", n.state}, {"alive", alive},
-                   {"version", n.version}, {"started_ms", n.started_ms},
-                   {"heartbeat_ms", n.heartbeat_ms}, {"vms", owned}});
+    out.push_back({{"id", n.id},
+                   {"region", n.region},
+                   {"api_url", n.api_url},
+                   {"data_address", n.data_address},
+                   {"state", n.state},
+                   {"alive", alive},
+                   {"version", n.version},
+                   {"started_ms", n.started_ms},
+                   {"heartbeat_ms", n.heartbeat_ms},
+                   {"vms", owned}});
   }
   SendJson(res, 200, {{"nodes", out}});
 }
@@ -335,10 +359,10 @@ void ApiServer::ListMigrations(const httplib::Request& req, httplib::Response& r
 void ApiServer::GetMigration(const httplib::Request& req, httplib::Response& res) {
   auto m = node_.store().GetMigration(req.matches[1]);
   if (!m.ok()) {
-    return SendError(res, m.status().code() == StatusCode::kNotFound
-                              ? NotFound("migration " + std::string(req.matches[1]) +
-                                         " does not exist")
-                              : m.status());
+    return SendError(res,
+                     m.status().code() == StatusCode::kNotFound
+                         ? NotFound("migration " + std::string(req.matches[1]) + " does not exist")
+                         : m.status());
   }
   SendJson(res, 200, MigrationJson(*m));
 }
@@ -403,7 +427,8 @@ void ApiServer::Forward(const std::string& node_id, const httplib::Request& req,
   client.set_connection_timeout(3);
   client.set_read_timeout(120);
   httplib::Headers headers = {{"X-Dwcp-Forwarded", node_.config().node_id}};
-  if (req.has_header("Authorization")) headers.emplace("Authorization", req.get_header_value("Authorization"));
+  if (req.has_header("Authorization"))
+    headers.emplace("Authorization", req.get_header_value("Authorization"));
   auto reply = client.Post(req.path, headers, req.body, "application/json");
   if (!reply) {
     return SendError(res, Unavailable("node " + node_id + " at " + target->api_url +

@@ -47,7 +47,9 @@ class [[nodiscard]] Status {
   std::string message_;
 };
 
-inline Status InvalidArgument(std::string m) { return {StatusCode::kInvalidArgument, std::move(m)}; }
+inline Status InvalidArgument(std::string m) {
+  return {StatusCode::kInvalidArgument, std::move(m)};
+}
 inline Status NotFound(std::string m) { return {StatusCode::kNotFound, std::move(m)}; }
 inline Status AlreadyExists(std::string m) { return {StatusCode::kAlreadyExists, std::move(m)}; }
 inline Status FailedPrecondition(std::string m) {
@@ -67,8 +69,8 @@ inline Status Unimplemented(std::string m) { return {StatusCode::kUnimplemented,
 template <typename T>
 class [[nodiscard]] Result {
  public:
-  Result(T value) : v_(std::move(value)) {}              // NOLINT: implicit by design
-  Result(Status status) : v_(std::move(status)) {}       // NOLINT: must not be OK
+  Result(T value) : v_(std::move(value)) {}         // NOLINT: implicit by design
+  Result(Status status) : v_(std::move(status)) {}  // NOLINT: must not be OK
 
   bool ok() const { return std::holds_alternative<T>(v_); }
   const Status& status() const {
@@ -90,15 +92,15 @@ class [[nodiscard]] Result {
 }  // namespace dwcp
 
 // Returns from the enclosing function when `expr` yields a non-OK Status.
-#define DWCP_RETURN_IF_ERROR(expr)          \
-  do {                                      \
-    ::dwcp::Status _st = (expr);            \
-    if (!_st.ok()) return _st;              \
+#define DWCP_RETURN_IF_ERROR(expr) \
+  do {                             \
+    ::dwcp::Status _st = (expr);   \
+    if (!_st.ok()) return _st;     \
   } while (0)
 
 // The coroutine form: co_returns the non-OK Status of `expr` (an awaited Status).
-#define DWCP_CO_RETURN_IF_ERROR(expr)       \
-  do {                                      \
-    ::dwcp::Status _st = (expr);            \
-    if (!_st.ok()) co_return _st;           \
+#define DWCP_CO_RETURN_IF_ERROR(expr) \
+  do {                                \
+    ::dwcp::Status _st = (expr);      \
+    if (!_st.ok()) co_return _st;     \
   } while (0)

@@ -19,11 +19,13 @@ int main(int argc, char** argv) {
   dwcp::obs::ParseLogLevel(config->log_level, &level);
   dwcp::obs::ConfigureLogging(level, config->node_id, config->log_file);
   if (config->sampling.present) {
-    dwcp::obs::LogWarn("node", "the sampling: block is accepted but tracing is not in this build yet");
+    dwcp::obs::LogWarn("node",
+                       "the sampling: block is accepted but tracing is not in this build yet");
   }
   if (config->profiling.enabled) {
-    dwcp::obs::LogWarn("node", "profiling.enabled is accepted but continuous profiling is not in "
-                               "this build yet");
+    dwcp::obs::LogWarn("node",
+                       "profiling.enabled is accepted but continuous profiling is not in "
+                       "this build yet");
   }
 
   // Signals are taken by a dedicated thread so that shutdown runs outside signal context.

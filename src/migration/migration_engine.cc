@@ -1,7 +1,7 @@
 #include "migration/migration_engine.h"
 
-#include <asio/experimental/as_tuple.hpp>
 #include <algorithm>
+#include <asio/experimental/as_tuple.hpp>
 #include <cinttypes>
 #include <cstdio>
 #include <future>
@@ -54,18 +54,21 @@ wire::Control MakeAbort(const std::string& reason) {
 
 obs::Component ComponentOfError(StatusCode code) {
   switch (code) {
-    case StatusCode::kDataLoss: return obs::Component::kHde;
+    case StatusCode::kDataLoss:
+      return obs::Component::kHde;
     case StatusCode::kFailedPrecondition:
-    case StatusCode::kInternal: return obs::Component::kAcp;
-    default: return obs::Component::kAmst;
+    case StatusCode::kInternal:
+      return obs::Component::kAcp;
+    default:
+      return obs::Component::kAmst;
   }
 }
 
 }  // namespace
 
 std::string NewMigrationId() {
-  static thread_local std::mt19937_64 rng(std::random_device{}() ^
-                                          static_cast<uint64_t>(clock()) << 32);
+  static thread_local std::mt19937_64 rng(std::random_device{}() ^ static_cast<uint64_t>(clock())
+                                                                       << 32);
   char buf[24];
   std::snprintf(buf, sizeof buf, "mig-%012" PRIx64, rng() & 0xffffffffffffULL);
   return buf;
@@ -109,8 +112,13 @@ IncomingGuestFactory SyntheticIncomingGuests() {
 MigrationEngine::MigrationEngine(EngineConfig config, acp::StateStore& store, vm::VmTable& vms,
                                  obs::Metrics& metrics, Clock& clock, asio::io_context& io,
                                  IncomingGuestFactory incoming_guests)
-    : config_(std::move(config)), store_(store), vms_(vms), metrics_(metrics), clock_(clock),
-      io_(io), incoming_guests_(std::move(incoming_guests)) {}
+    : config_(std::move(config)),
+      store_(store),
+      vms_(vms),
+      metrics_(metrics),
+      clock_(clock),
+      io_(io),
+      incoming_guests_(std::move(incoming_guests)) {}
 
 MigrationEngine::~MigrationEngine() { Shutdown(Ms(5000)); }
 
@@ -200,12 +208,12 @@ Result<acp::MigrationRecord> MigrationEngine::Start(const MigrationRequest& req)
                                   ": the destination must differ from the source"));
   }
   if (vm->node_id != config_.node_id) {
-    return Status(FailedPrecondition("vm " + req.vm_id + " runs on " + vm->node_id +
-                                     ", not on " + config_.node_id));
+    return Status(FailedPrecondition("vm " + req.vm_id + " runs on " + vm->node_id + ", not on " +
+                                     config_.node_id));
   }
   if (vm->state == acp::kVmMigrating) {
-    return Status(FailedPrecondition("vm " + req.vm_id + " is already migrating (" +
-                                     vm->migration_id + ")"));
+    return Status(
+        FailedPrecondition("vm " + req.vm_id + " is already migrating (" + vm->migration_id + ")"));
   }
   if (vm->state != acp::kVmRunning) {
     return Status(FailedPrecondition("vm " + req.vm_id + " is " + vm->state + ", not running"));
@@ -223,8 +231,7 @@ Result<acp::MigrationRecord> MigrationEngine::Start(const MigrationRequest& req)
   }
   auto local = vms_.Find(req.vm_id);
   if (!local.guest) {
-    return Status(FailedPrecondition("vm " + req.vm_id + " is not running on " +
-                                     config_.node_id));
+    return Status(FailedPrecondition("vm " + req.vm_id + " is not running on " + config_.node_id));
   }
 
   auto m = std::make_shared<Outgoing>();
@@ -252,8 +259,10 @@ Result<acp::MigrationRecord> MigrationEngine::Start(const MigrationRequest& req)
   Register(m);
   metrics_.migrations_out.Increment();
   obs::LogInfo("migration", "migration started",
-               {{"vm_id", req.vm_id}, {"migration_id", m->record.id},
-                {"source", config_.node_id}, {"destination", req.dest_node},
+               {{"vm_id", req.vm_id},
+                {"migration_id", m->record.id},
+                {"source", config_.node_id},
+                {"destination", req.dest_node},
                 {"memory_bytes", vm->memory_bytes}});
   asio::co_spawn(asio::make_strand(io_), RunOutgoing(m), [](std::exception_ptr e) {
     if (e) obs::LogError("migration", "outgoing migration ended with an exception");
@@ -269,18 +278,17 @@ awaitable<void> MigrationEngine::RunOutgoing(std::shared_ptr<Outgoing> m) {
   auto& guest = *m->guest;
   const SteadyTime t_start = clock_.Now();
   TimeShares shares;
-  const int64_t budget_ms =
-      m->request.downtime_budget_ms > 0 ? m->request.downtime_budget_ms : config_.downtime_budget_ms;
-  const uint32_t max_rounds = m->request.max_rounds > 0
-                                  ? static_cast<uint32_t>(m->request.max_rounds)
-                                  : config_.max_rounds;
-  const bool force = m->request.on_round_limit < 0 ? config_.force_on_round_limit
-                                                   : m->request.on_round_limit == 1;
+  const int64_t budget_ms = m->request.downtime_budget_ms > 0 ? m->request.downtime_budget_ms
+                                                              : config_.downtime_budget_ms;
+  const uint32_t max_rounds =
+      m->request.max_rounds > 0 ? static_cast<uint32_t>(m->request.max_rounds) : config_.max_rounds;
+  const bool force =
+      m->request.on_round_limit < 0 ? config_.force_on_round_limit : m->request.on_round_limit == 1;
   bool paused = false;
   SteadyTime t_pause{};
   SteadyTime last_progress{};
-  uint64_t logical_sent = 0;      // VM bytes sent in all rounds
-  double transfer_seconds = 0;    // time spent sending pages (for the bandwidth estimate)
+  uint64_t logical_sent = 0;    // VM bytes sent in all rounds
+  double transfer_seconds = 0;  // time spent sending pages (for the bandwidth estimate)
   std::shared_ptr<amst::Connection> conn;
 
   // Writes progress to the store at most four times a second (or when forced).
@@ -342,8 +350,11 @@ awaitable<void> MigrationEngine::RunOutgoing(std::shared_ptr<Outgoing> m) {
     metrics_.migration_latency(shares.Dominant()).Observe(rec.total_ms / 1e3);
     metrics_.rounds.Observe(rec.round);
     obs::LogError("migration", aborted ? "migration aborted" : "migration failed",
-                  {{"vm_id", rec.vm_id}, {"migration_id", rec.id}, {"error", why.ToString()},
-                   {"latency_ms", rec.total_ms}, {"round", rec.round},
+                  {{"vm_id", rec.vm_id},
+                   {"migration_id", rec.id},
+                   {"error", why.ToString()},
+                   {"latency_ms", rec.total_ms},
+                   {"round", rec.round},
                    {"vm_resumed_on_source", resume}});
   };
 
@@ -392,7 +403,8 @@ awaitable<void> MigrationEngine::RunOutgoing(std::shared_ptr<Outgoing> m) {
     if (r->msg_case() == wire::Control::kAbort) {
       return Aborted("destination aborted: " + r->abort().reason());
     }
-    if (r->msg_case() != want) return ProtocolError("out-of-order control message from destination");
+    if (r->msg_case() != want)
+      return ProtocolError("out-of-order control message from destination");
     return Status::Ok();
   };
   auto abort_out = [&](Status why) -> awaitable<void> {
@@ -476,8 +488,8 @@ awaitable<void> MigrationEngine::RunOutgoing(std::shared_ptr<Outgoing> m) {
       auto payload = encoder.Finish();
       {
         ScopedTime t(clock_, &shares.amst);
-        DWCP_CO_RETURN_IF_ERROR(co_await conn->Send(amst::FrameType::kPages, payload,
-                                                    config_.io_timeout));
+        DWCP_CO_RETURN_IF_ERROR(
+            co_await conn->Send(amst::FrameType::kPages, payload, config_.io_timeout));
       }
       uint64_t logical = uint64_t{encoder.count()} * vm::kPageSize;
       logical_sent += logical;
@@ -493,8 +505,9 @@ awaitable<void> MigrationEngine::RunOutgoing(std::shared_ptr<Outgoing> m) {
       progress(false);
       if (limit > 0) {
         paced_bytes += payload.size() + amst::kFrameHeaderSize;
-        auto due = t_transfer_start + std::chrono::duration_cast<std::chrono::steady_clock::duration>(
-                                          std::chrono::duration<double>(double(paced_bytes) / limit));
+        auto due =
+            t_transfer_start + std::chrono::duration_cast<std::chrono::steady_clock::duration>(
+                                   std::chrono::duration<double>(double(paced_bytes) / limit));
         auto now = clock_.Now();
         if (due > now) {
           ScopedTime t(clock_, &shares.amst);
@@ -534,7 +547,8 @@ awaitable<void> MigrationEngine::RunOutgoing(std::shared_ptr<Outgoing> m) {
         break;
       }
       obs::LogWarn("migration", "round limit reached: forcing switchover",
-                   {{"vm_id", rec.vm_id}, {"migration_id", rec.id},
+                   {{"vm_id", rec.vm_id},
+                    {"migration_id", rec.id},
                     {"predicted_downtime_ms", predicted_ms}});
       break;
     }
@@ -582,8 +596,8 @@ awaitable<void> MigrationEngine::RunOutgoing(std::shared_ptr<Outgoing> m) {
     rec.dest_digest = verified->verified().digest();
     if (!verified->verified().ok()) {
       metrics_.CountError(obs::Component::kHde, "digest_mismatch", "critical");
-      st = DataLoss("destination digest " + rec.dest_digest + " does not match source " +
-                    digest + ": " + verified->verified().error());
+      st = DataLoss("destination digest " + rec.dest_digest + " does not match source " + digest +
+                    ": " + verified->verified().error());
     }
   }
   if (st.ok() && m->cancel) st = Aborted("migration cancelled (node shutting down)");
@@ -651,9 +665,13 @@ awaitable<void> MigrationEngine::RunOutgoing(std::shared_ptr<Outgoing> m) {
   metrics_.downtime.Observe(rec.downtime_ms / 1e3);
   metrics_.rounds.Observe(round);
   obs::LogInfo("migration", "Migration completed",
-               {{"vm_id", rec.vm_id}, {"migration_id", rec.id}, {"destination", rec.dest_node},
-                {"latency_ms", rec.total_ms}, {"downtime_ms", rec.downtime_ms},
-                {"rounds", round}, {"bytes_transferred", rec.bytes_transferred},
+               {{"vm_id", rec.vm_id},
+                {"migration_id", rec.id},
+                {"destination", rec.dest_node},
+                {"latency_ms", rec.total_ms},
+                {"downtime_ms", rec.downtime_ms},
+                {"rounds", round},
+                {"bytes_transferred", rec.bytes_transferred},
                 {"network_bytes", rec.network_bytes},
                 {"throughput_gbps", rec.throughput_bps * 8 / 1e9},
                 {"dominant_component", obs::ComponentName(shares.Dominant())}});
@@ -684,9 +702,10 @@ awaitable<void> MigrationEngine::ServeIncoming(std::shared_ptr<amst::Connection>
                         protocol ? "protocol" : StatusCodeName(why.code()),
                         protocol ? "critical" : "warning");
     obs::LogError(protocol ? "amst" : "migration",
-                  protocol ? "closing connection after a bad frame"
-                           : "incoming migration failed",
-                  {{"peer", conn->peer()}, {"error", why.ToString()}, {"vm_id", vm_id},
+                  protocol ? "closing connection after a bad frame" : "incoming migration failed",
+                  {{"peer", conn->peer()},
+                   {"error", why.ToString()},
+                   {"vm_id", vm_id},
                    {"migration_id", migration_id}});
   };
   auto done = [&] {
@@ -715,9 +734,9 @@ awaitable<void> MigrationEngine::ServeIncoming(std::shared_ptr<amst::Connection>
     if (version == 0) ack.mutable_hello_ack()->set_error("no common protocol version");
     Status st = co_await conn->SendControl(ack, config_.io_timeout);
     if (version == 0 || !st.ok()) {
-      reject(version == 0 ? FailedPrecondition("no common protocol version with " +
-                                               hello->hello().node_id())
-                          : st);
+      reject(version == 0
+                 ? FailedPrecondition("no common protocol version with " + hello->hello().node_id())
+                 : st);
       done();
       co_return;
     }
@@ -751,8 +770,8 @@ awaitable<void> MigrationEngine::ServeIncoming(std::shared_ptr<amst::Connection>
     } else if (vm->state != acp::kVmMigrating || vm->migration_id != migration_id ||
                vm->node_id != source_node || vm->epoch != epoch ||
                mig->dest_node != config_.node_id) {
-      st = FailedPrecondition("store does not show vm " + vm_id + " migrating from " +
-                              source_node + " to " + config_.node_id + " as " + migration_id);
+      st = FailedPrecondition("store does not show vm " + vm_id + " migrating from " + source_node +
+                              " to " + config_.node_id + " as " + migration_id);
     } else if (b.page_size() != vm::kPageSize) {
       st = InvalidArgument("unsupported page size " + std::to_string(b.page_size()));
     } else if (vms_.Find(vm_id).guest) {
@@ -783,8 +802,11 @@ awaitable<void> MigrationEngine::ServeIncoming(std::shared_ptr<amst::Connection>
     co_return;
   }
   obs::LogInfo("migration", "receiving vm",
-               {{"vm_id", vm_id}, {"migration_id", migration_id}, {"source", source_node},
-                {"memory_bytes", b.memory_bytes()}, {"protocol", "v" + std::to_string(version)}});
+               {{"vm_id", vm_id},
+                {"migration_id", migration_id},
+                {"source", source_node},
+                {"memory_bytes", b.memory_bytes()},
+                {"protocol", "v" + std::to_string(version)}});
 
   // Pages until MigrationComplete.
   uint32_t current_round = 0;
@@ -849,8 +871,8 @@ awaitable<void> MigrationEngine::ServeIncoming(std::shared_ptr<amst::Connection>
       metrics_.CountError(obs::Component::kHde, "digest_mismatch", "critical");
     }
     st = co_await conn->SendControl(v, config_.io_timeout);
-    if (st.ok() && !verified) st = DataLoss("content digest mismatch: got " + digest +
-                                            ", source has " + source_digest);
+    if (st.ok() && !verified)
+      st = DataLoss("content digest mismatch: got " + digest + ", source has " + source_digest);
   }
   bool commit_received = false;
   if (st.ok()) {

@@ -36,23 +36,23 @@ struct EngineConfig {
   std::string node_id;
   int64_t downtime_budget_ms = 300;
   uint32_t max_rounds = 30;
-  bool force_on_round_limit = true;     // at the round limit: true = switch over, false = abort
-  uint32_t batch_pages = 256;           // pages per PAGES frame (1 MiB of 4 KiB pages)
+  bool force_on_round_limit = true;  // at the round limit: true = switch over, false = abort
+  uint32_t batch_pages = 256;        // pages per PAGES frame (1 MiB of 4 KiB pages)
   std::vector<uint32_t> protocols = {3, 1};  // wire versions this node speaks
   std::chrono::milliseconds connect_timeout{5000};
-  std::chrono::milliseconds io_timeout{15000};       // any single frame send or receive
-  std::chrono::milliseconds verify_timeout{120000};  // digest of a large guest
+  std::chrono::milliseconds io_timeout{15000};         // any single frame send or receive
+  std::chrono::milliseconds verify_timeout{120000};    // digest of a large guest
   std::chrono::milliseconds node_alive_window{10000};  // heartbeat age of a live node
 };
 
 struct MigrationRequest {
   std::string vm_id;
   std::string dest_node;
-  uint32_t protocol = 3;             // highest wire version to offer: 3 or 1
-  int64_t downtime_budget_ms = -1;   // -1: EngineConfig's
-  int64_t max_rounds = -1;           // -1: EngineConfig's
-  int on_round_limit = -1;           // -1: EngineConfig's, 0 abort, 1 force
-  uint64_t bandwidth_limit = 0;      // bytes/s, 0 = unlimited
+  uint32_t protocol = 3;            // highest wire version to offer: 3 or 1
+  int64_t downtime_budget_ms = -1;  // -1: EngineConfig's
+  int64_t max_rounds = -1;          // -1: EngineConfig's
+  int on_round_limit = -1;          // -1: EngineConfig's, 0 abort, 1 force
+  uint64_t bandwidth_limit = 0;     // bytes/s, 0 = unlimited
 };
 
 // Creates the empty, paused guest an incoming migration fills.

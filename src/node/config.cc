@@ -33,7 +33,8 @@ Status ReadDuration(const YAML::Node& node, const std::string& key, int64_t* ms)
   std::string text;
   DWCP_RETURN_IF_ERROR(ReadScalar(node, key, &text));
   auto parsed = ParseDurationMillis(text);
-  if (!parsed.ok()) return InvalidArgument("config key '" + key + "': " + parsed.status().message());
+  if (!parsed.ok())
+    return InvalidArgument("config key '" + key + "': " + parsed.status().message());
   *ms = *parsed;
   return Status::Ok();
 }
@@ -154,7 +155,8 @@ Status ValidateNodeConfig(NodeConfig* c) {
   }
   for (char ch : c->node_id) {
     if (!std::isalnum(static_cast<unsigned char>(ch)) && ch != '-' && ch != '_' && ch != '.') {
-      return InvalidArgument("node id '" + c->node_id + "' may use only letters, digits, '-', '_', '.'");
+      return InvalidArgument("node id '" + c->node_id +
+                             "' may use only letters, digits, '-', '_', '.'");
     }
   }
   if (c->node_id.size() > 64) return InvalidArgument("node id is longer than 64 characters");
@@ -174,7 +176,8 @@ Status ValidateNodeConfig(NodeConfig* c) {
   }
   obs::LogLevel level;
   if (!obs::ParseLogLevel(c->log_level, &level)) {
-    return InvalidArgument("--log-level must be debug, info, warn or error, not '" + c->log_level + "'");
+    return InvalidArgument("--log-level must be debug, info, warn or error, not '" + c->log_level +
+                           "'");
   }
   if (c->downtime_budget_ms <= 0) return InvalidArgument("--downtime-budget must be positive");
   if (c->max_rounds < 1 || c->max_rounds > 1000) {
@@ -204,8 +207,9 @@ Result<NodeConfig> ParseNodeConfig(int argc, char** argv, bool* exit_now) {
   *exit_now = false;
   NodeConfig flags;
   std::string config_path, downtime;
-  CLI::App app{"dwcpd — the DWCP v3 node agent: runs VMs, sends and receives live migrations, "
-               "serves the HTTP API (/api/v1/), /metrics and health checks."};
+  CLI::App app{
+      "dwcpd — the DWCP v3 node agent: runs VMs, sends and receives live migrations, "
+      "serves the HTTP API (/api/v1/), /metrics and health checks."};
   app.set_version_flag("--version", std::string("dwcpd ") + kVersion);
   app.add_option("--config", config_path, "YAML config file; every key is also a flag, flags win");
   app.add_option("--node-id", flags.node_id, "Node id, unique in the cluster (default: host name)");
@@ -218,8 +222,9 @@ Result<NodeConfig> ParseNodeConfig(int argc, char** argv, bool* exit_now) {
                  "Address peers use to reach this node (default: the data, else the API "
                  "listen host; 127.0.0.1 when both are wildcards)");
   app.add_option("--data-dir", flags.data_dir, "State directory")->capture_default_str();
-  app.add_option("--store", flags.store, "SQLite state store shared by the nodes of one host "
-                                         "(default: DATA_DIR/state.db)");
+  app.add_option("--store", flags.store,
+                 "SQLite state store shared by the nodes of one host "
+                 "(default: DATA_DIR/state.db)");
   app.add_option("--log-level", flags.log_level, "debug, info, warn or error")
       ->capture_default_str();
   app.add_option("--log-file", flags.log_file, "Write JSON logs here instead of stderr");

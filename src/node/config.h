@@ -31,19 +31,19 @@ struct ProfilingConfig {
 };
 
 struct NodeConfig {
-  std::string node_id;                    // default: the host name
+  std::string node_id;  // default: the host name
   std::string region = "local";
   std::string api_listen = "0.0.0.0:8080";   // HTTP API, /metrics, health
   std::string data_listen = "0.0.0.0:7070";  // DWCP data connections
-  std::string advertise_host;             // how peers reach us; default from the listeners
+  std::string advertise_host;                // how peers reach us; default from the listeners
   std::string data_dir = "/var/lib/dwcp";
-  std::string store;                      // SQLite file; default <data_dir>/state.db
+  std::string store;  // SQLite file; default <data_dir>/state.db
   std::string log_level = "info";
-  std::string log_file;                   // default: stderr
-  std::string api_token;                  // bearer token for mutating API calls; "" = none
+  std::string log_file;   // default: stderr
+  std::string api_token;  // bearer token for mutating API calls; "" = none
   int64_t downtime_budget_ms = 300;
   uint32_t max_rounds = 30;
-  std::string on_round_limit = "force";   // force | abort
+  std::string on_round_limit = "force";  // force | abort
   uint32_t io_threads = 4;
   SamplingConfig sampling;
   ProfilingConfig profiling;

@@ -98,7 +98,8 @@ Status Node::Init() {
   obs::LogInfo("node", "dwcpd ready",
                {{"api", "http://" + config_.advertise_host + ":" + std::to_string(api_port())},
                 {"data", config_.advertise_host + ":" + std::to_string(data_port())},
-                {"store", config_.StorePath()}, {"region", config_.region},
+                {"store", config_.StorePath()},
+                {"region", config_.region},
                 {"version", kVersion}});
   return Status::Ok();
 }
@@ -150,7 +151,8 @@ void Node::RecoverOwnedVms() {
     vm::GuestSpec spec{vm.id, vm.memory_bytes, vm.dirty_rate, vm.seed};
     auto guest = vm::SyntheticGuest::Boot(spec);
     if (!guest.ok()) {
-      obs::LogError("vm", "cannot boot owned vm", {{"vm_id", vm.id}, {"error", guest.status().ToString()}});
+      obs::LogError("vm", "cannot boot owned vm",
+                    {{"vm_id", vm.id}, {"error", guest.status().ToString()}});
       continue;
     }
     vms_.Add(vm.id, std::shared_ptr<vm::Guest>(std::move(guest).value()), vm.epoch);
@@ -194,7 +196,8 @@ void Node::CheckFencing() {
     metrics_.vms_running.Set(static_cast<double>(vms_.size()));
     metrics_.CountError(obs::Component::kAcp, "fenced", "critical");
     obs::LogError("acp", "stopped a guest the store does not give to this node",
-                  {{"vm_id", id}, {"local_epoch", local.epoch},
+                  {{"vm_id", id},
+                   {"local_epoch", local.epoch},
                    {"store_owner", rec.ok() ? rec->node_id : ""},
                    {"store_epoch", rec.ok() ? rec->epoch : 0}});
   }
@@ -203,13 +206,14 @@ void Node::CheckFencing() {
 Result<acp::VmRecord> Node::CreateVm(const VmCreateRequest& req) {
   if (!ready_) return Status(Unavailable("node is not ready"));
   if (!ValidVmId(req.id)) {
-    return Status(InvalidArgument("vm id '" + req.id +
-                                  "' must be 1-64 letters, digits, '-', '_' or '.'"));
+    return Status(
+        InvalidArgument("vm id '" + req.id + "' must be 1-64 letters, digits, '-', '_' or '.'"));
   }
   if (req.memory_bytes == 0 || req.memory_bytes % vm::kPageSize != 0) {
     return Status(InvalidArgument("memory must be a positive multiple of 4 KiB"));
   }
-  if (req.memory_bytes > kMaxVmMemory) return Status(InvalidArgument("memory is larger than 64 GiB"));
+  if (req.memory_bytes > kMaxVmMemory)
+    return Status(InvalidArgument("memory is larger than 64 GiB"));
   if (req.dirty_rate > 10'000'000'000ull) {
     return Status(InvalidArgument("dirty rate is above 10 GB/s"));
   }
@@ -230,8 +234,9 @@ Result<acp::VmRecord> Node::CreateVm(const VmCreateRequest& req) {
   DWCP_RETURN_IF_ERROR(store_->CreateVm(rec));
   vms_.Add(rec.id, std::shared_ptr<vm::Guest>(std::move(guest).value()), rec.epoch);
   metrics_.vms_running.Set(static_cast<double>(vms_.size()));
-  obs::LogInfo("vm", "vm created", {{"vm_id", rec.id}, {"memory_bytes", rec.memory_bytes},
-                                    {"dirty_rate", rec.dirty_rate}});
+  obs::LogInfo(
+      "vm", "vm created",
+      {{"vm_id", rec.id}, {"memory_bytes", rec.memory_bytes}, {"dirty_rate", rec.dirty_rate}});
   return store_->GetVm(rec.id);
 }
 

@@ -23,8 +23,8 @@ struct LogState {
 LogState& State() {
   static LogState* state = [] {
     auto* s = new LogState;
-    s->logger = std::make_shared<spdlog::logger>(
-        "dwcp", std::make_shared<spdlog::sinks::stderr_sink_mt>());
+    s->logger =
+        std::make_shared<spdlog::logger>("dwcp", std::make_shared<spdlog::sinks::stderr_sink_mt>());
     s->logger->set_pattern("%v");
     s->logger->set_level(spdlog::level::trace);
     s->logger->flush_on(spdlog::level::trace);
@@ -36,22 +36,33 @@ LogState& State() {
 }  // namespace
 
 bool ParseLogLevel(std::string_view name, LogLevel* level) {
-  if (name == "debug") *level = LogLevel::kDebug;
-  else if (name == "info") *level = LogLevel::kInfo;
-  else if (name == "warn" || name == "warning") *level = LogLevel::kWarn;
-  else if (name == "error") *level = LogLevel::kError;
-  else if (name == "fatal") *level = LogLevel::kFatal;
-  else return false;
+  if (name == "debug")
+    *level = LogLevel::kDebug;
+  else if (name == "info")
+    *level = LogLevel::kInfo;
+  else if (name == "warn" || name == "warning")
+    *level = LogLevel::kWarn;
+  else if (name == "error")
+    *level = LogLevel::kError;
+  else if (name == "fatal")
+    *level = LogLevel::kFatal;
+  else
+    return false;
   return true;
 }
 
 const char* LogLevelName(LogLevel level) {
   switch (level) {
-    case LogLevel::kDebug: return "debug";
-    case LogLevel::kInfo: return "info";
-    case LogLevel::kWarn: return "warn";
-    case LogLevel::kError: return "error";
-    case LogLevel::kFatal: return "fatal";
+    case LogLevel::kDebug:
+      return "debug";
+    case LogLevel::kInfo:
+      return "info";
+    case LogLevel::kWarn:
+      return "warn";
+    case LogLevel::kError:
+      return "error";
+    case LogLevel::kFatal:
+      return "fatal";
   }
   return "info";
 }

@@ -16,7 +16,8 @@ const prometheus::Histogram::BucketBoundaries kLatencyBuckets = {
     0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1200, 1800};
 const prometheus::Histogram::BucketBoundaries kDowntimeBuckets = {
     0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.2, 0.3, 0.5, 1, 2.5, 5, 10, 30};
-const prometheus::Histogram::BucketBoundaries kRoundBuckets = {1, 2, 3, 4, 5, 6, 8, 10, 15, 20, 30, 50};
+const prometheus::Histogram::BucketBoundaries kRoundBuckets = {1, 2,  3,  4,  5,  6,
+                                                               8, 10, 15, 20, 30, 50};
 const prometheus::Histogram::BucketBoundaries kOpBuckets = {
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5};
 
@@ -129,12 +130,13 @@ Metrics::Metrics(std::shared_ptr<prometheus::Registry> r)
   }
   auto& lat = BuildHistogram()
                   .Name("dwcp_v3_migration_latency_seconds")
-                  .Help("Total time of finished migrations; `component` names the component "
-                        "that took the largest share of that migration's time")
+                  .Help(
+                      "Total time of finished migrations; `component` names the component "
+                      "that took the largest share of that migration's time")
                   .Register(*registry_);
   for (int c = 0; c < kComponentCount; ++c) {
-    latency_[c] = &lat.Add({{"component", ComponentName(static_cast<Component>(c))}},
-                           kLatencyBuckets);
+    latency_[c] =
+        &lat.Add({{"component", ComponentName(static_cast<Component>(c))}}, kLatencyBuckets);
   }
 }
 

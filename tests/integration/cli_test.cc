@@ -37,7 +37,7 @@ TEST(CliIntegrationTest, CreateMigrateAndStatus) {
   std::string api = "--api http://127.0.0.1:" + std::to_string(c.node("node-a").api_port);
 
   auto created = RunDwcp("vm create " + api +
-                     " --vm vm-12345 --node node-a --memory 256MiB --dirty-rate 20MB/s");
+                         " --vm vm-12345 --node node-a --memory 256MiB --dirty-rate 20MB/s");
   ASSERT_EQ(created.exit_code, 0) << created.output;
   EXPECT_NE(created.output.find("created vm-12345 on node-a"), std::string::npos) << created.output;
 
@@ -85,8 +85,9 @@ TEST(CliIntegrationTest, CreateMigrateAndStatus) {
 TEST(CliIntegrationTest, DemoRunsMigrationsAndStopsCleanly) {
   Cluster c;  // only for its temp directory
   std::string dir = c.dir() + "/demo";
-  auto demo = RunDwcp("demo --nodes 2 --vms 2 --memory 64MiB --count 3 --interval 100ms --data-dir " +
-                  dir + " --dwcpd " + DWCPD_BINARY);
+  auto demo =
+      RunDwcp("demo --nodes 2 --vms 2 --memory 64MiB --count 3 --interval 100ms --data-dir " + dir +
+              " --dwcpd " + DWCPD_BINARY);
   EXPECT_EQ(demo.exit_code, 0) << demo.output;
   EXPECT_NE(demo.output.find("http://127.0.0.1:"), std::string::npos) << demo.output;
   size_t ok_lines = 0;

@@ -112,12 +112,18 @@ NodeProcess& Cluster::StartNode(const std::string& id, std::vector<std::string> 
   n.data_port = FreePort();
   n.log_path = dir_ + "/" + id + ".log";
   std::vector<std::string> args = {DWCPD_BINARY,
-                                   "--node-id", id,
-                                   "--api-listen", "127.0.0.1:" + std::to_string(n.api_port),
-                                   "--data-listen", "127.0.0.1:" + std::to_string(n.data_port),
-                                   "--data-dir", dir_ + "/" + id,
-                                   "--store", dir_ + "/state.db",
-                                   "--io-threads", "2"};
+                                   "--node-id",
+                                   id,
+                                   "--api-listen",
+                                   "127.0.0.1:" + std::to_string(n.api_port),
+                                   "--data-listen",
+                                   "127.0.0.1:" + std::to_string(n.data_port),
+                                   "--data-dir",
+                                   dir_ + "/" + id,
+                                   "--store",
+                                   dir_ + "/state.db",
+                                   "--io-threads",
+                                   "2"};
   for (auto& e : extra) args.push_back(e);
   pid_t pid = fork();
   if (pid == 0) {

@@ -1,6 +1,7 @@
 // End-to-end migrations between real dwcpd processes on loopback.
 #include <arpa/inet.h>
 #include <gtest/gtest.h>
+#include <httplib.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
@@ -8,11 +9,9 @@
 
 #include <chrono>
 #include <cmath>
-#include <thread>
-
-#include <httplib.h>
-
 #include <cstring>
+#include <fstream>
+#include <thread>
 
 #include "amst/frame.h"
 #include "tests/integration/cluster.h"
@@ -98,16 +97,20 @@ TEST(MigrationIntegrationTest, MovesADirtyingVmExactlyOnce) {
   ASSERT_EQ(list.size(), 1u);
 
   // Metrics moved by the right amounts on both sides.
-  EXPECT_EQ(Metric(c, "node-a", "dwcp_v3_migrations_total", "result=\"success\",protocol=\"v3\""), 1);
-  EXPECT_EQ(Metric(c, "node-b", "dwcp_v3_migrations_total", "result=\"success\",protocol=\"v3\""), 0);
+  EXPECT_EQ(Metric(c, "node-a", "dwcp_v3_migrations_total", "result=\"success\",protocol=\"v3\""),
+            1);
+  EXPECT_EQ(Metric(c, "node-b", "dwcp_v3_migrations_total", "result=\"success\",protocol=\"v3\""),
+            0);
   EXPECT_EQ(Metric(c, "node-a", "dwcp_v3_bytes_transferred_total", "direction=\"sent\""), moved);
-  EXPECT_EQ(Metric(c, "node-b", "dwcp_v3_bytes_transferred_total", "direction=\"received\""), moved);
+  EXPECT_EQ(Metric(c, "node-b", "dwcp_v3_bytes_transferred_total", "direction=\"received\""),
+            moved);
   EXPECT_EQ(Metric(c, "node-a", "dwcp_v3_network_bytes_total", "direction=\"sent\""), wire);
   EXPECT_EQ(Metric(c, "node-b", "dwcp_v3_network_bytes_total", "direction=\"received\""), wire);
-  EXPECT_EQ(Metric(c, "node-a", "dwcp_v3_migration_latency_seconds_count", "component=\"amst\"") +
-                Metric(c, "node-a", "dwcp_v3_migration_latency_seconds_count", "component=\"hde\"") +
-                Metric(c, "node-a", "dwcp_v3_migration_latency_seconds_count", "component=\"acp\""),
-            1);
+  EXPECT_EQ(
+      Metric(c, "node-a", "dwcp_v3_migration_latency_seconds_count", "component=\"amst\"") +
+          Metric(c, "node-a", "dwcp_v3_migration_latency_seconds_count", "component=\"hde\"") +
+          Metric(c, "node-a", "dwcp_v3_migration_latency_seconds_count", "component=\"acp\""),
+      1);
   EXPECT_EQ(Metric(c, "node-a", "dwcp_v3_migration_downtime_seconds_count"), 1);
   EXPECT_EQ(Metric(c, "node-a", "dwcp_v3_vms_running"), 0);
   EXPECT_EQ(Metric(c, "node-b", "dwcp_v3_vms_running"), 1);
@@ -229,16 +232,16 @@ TEST(MigrationIntegrationTest, MalformedFramesAreRejectedAndCounted) {
 
   // A frame out of sequence (seq 5 as the first frame).
   std::string payload = "hello";
-  auto h2 = amst::EncodeFrameHeader(
-      0, amst::FrameType::kControl, 5,
-      {reinterpret_cast<const uint8_t*>(payload.data()), payload.size()});
+  auto h2 =
+      amst::EncodeFrameHeader(0, amst::FrameType::kControl, 5,
+                              {reinterpret_cast<const uint8_t*>(payload.data()), payload.size()});
   EXPECT_TRUE(SendAndExpectClose(port, std::string(h2.begin(), h2.end()) + payload));
   EXPECT_EQ(protocol_errors(), 3);
 
   // A correct header whose payload was corrupted in flight.
-  auto h3 = amst::EncodeFrameHeader(
-      0, amst::FrameType::kControl, 0,
-      {reinterpret_cast<const uint8_t*>(payload.data()), payload.size()});
+  auto h3 =
+      amst::EncodeFrameHeader(0, amst::FrameType::kControl, 0,
+                              {reinterpret_cast<const uint8_t*>(payload.data()), payload.size()});
   EXPECT_TRUE(SendAndExpectClose(port, std::string(h3.begin(), h3.end()) + "hellO"));
   EXPECT_EQ(protocol_errors(), 4);
 
@@ -299,7 +302,8 @@ TEST(MigrationIntegrationTest, StateSurvivesAGracefulRestart) {
   c.StartNode("node-a");
   c.StartNode("node-b");
   CreateVm(c, "node-a", "vm-1", "node-a");
-  auto r = HttpPost(c.node("node-a").api_port, "/api/v1/migrations", {{"vm", "vm-1"}, {"to", "node-b"}});
+  auto r =
+      HttpPost(c.node("node-a").api_port, "/api/v1/migrations", {{"vm", "vm-1"}, {"to", "node-b"}});
   ASSERT_EQ(r.status, 202);
   ASSERT_EQ(c.WaitForMigration("node-a", r.body["id"])["result"], "success");
 
@@ -314,8 +318,8 @@ TEST(MigrationIntegrationTest, StateSurvivesAGracefulRestart) {
   EXPECT_FALSE(nodes[1]["alive"].get<bool>());
   // Migrating to a node that is down is refused.
   CreateVm(c, "node-a", "vm-2", "node-a");
-  auto refused = HttpPost(c.node("node-a").api_port, "/api/v1/migrations",
-                          {{"vm", "vm-2"}, {"to", "node-b"}});
+  auto refused =
+      HttpPost(c.node("node-a").api_port, "/api/v1/migrations", {{"vm", "vm-2"}, {"to", "node-b"}});
   EXPECT_EQ(refused.status, 409) << refused.text;
 
   c.StartNode("node-b");
@@ -346,6 +350,45 @@ TEST(MigrationIntegrationTest, SigtermDuringAMigrationAbortsItSafely) {
   EXPECT_EQ(vm["state"], "stopped");
   EXPECT_EQ(vm["epoch"], 1);
   EXPECT_FALSE(vm["runs_here"].get<bool>());
+}
+
+}  // namespace
+}  // namespace dwcp::testing
+
+namespace dwcp::testing {
+namespace {
+
+TEST(MigrationIntegrationTest, BearerTokenGuardsMutatingCalls) {
+  Cluster c;
+  c.StartNode("node-a", {"--api-token", "s3cret"});
+  uint16_t port = c.node("node-a").api_port;
+  auto denied = HttpPost(port, "/api/v1/vms", {{"id", "vm-1"}});
+  EXPECT_EQ(denied.status, 401) << denied.text;
+  EXPECT_EQ(denied.body["code"], "unauthenticated");
+  httplib::Client client("127.0.0.1", port);
+  auto allowed = client.Post("/api/v1/vms", {{"Authorization", "Bearer s3cret"}},
+                             R"({"id":"vm-1","memory":"16MiB"})", "application/json");
+  ASSERT_TRUE(allowed);
+  EXPECT_EQ(allowed->status, 201) << allowed->body;
+  EXPECT_EQ(HttpGet(port, "/api/v1/vms").status, 200);  // reads stay open
+}
+
+TEST(MigrationIntegrationTest, BadConfigurationIsRefusedAtStart) {
+  Cluster c;
+  std::string cfg = c.dir() + "/bad.yaml";
+  std::ofstream(cfg) << "node_id: n1\nmax_rounds: many\n";
+  std::string cmd = std::string(DWCPD_BINARY) + " --config " + cfg + " 2>&1";
+  FILE* p = popen(cmd.c_str(), "r");
+  char buf[1024] = {};
+  size_t n = fread(buf, 1, sizeof buf - 1, p);
+  int status = pclose(p);
+  EXPECT_EQ(WEXITSTATUS(status), 2);
+  EXPECT_NE(std::string(buf, n).find("max_rounds"), std::string::npos) << buf;
+  p = popen((std::string(DWCPD_BINARY) + " --config /nonexistent.yaml 2>&1").c_str(), "r");
+  n = fread(buf, 1, sizeof buf - 1, p);
+  status = pclose(p);
+  EXPECT_EQ(WEXITSTATUS(status), 2);
+  EXPECT_NE(std::string(buf, n).find("cannot read config file"), std::string::npos);
 }
 
 }  // namespace

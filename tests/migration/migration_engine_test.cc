@@ -55,14 +55,19 @@ struct TestNode {
   TestNode(const std::string& id, acp::StateStore& store, EngineConfig config,
            IncomingGuestFactory factory = SyntheticIncomingGuests()) {
     config.node_id = id;
-    engine = std::make_unique<MigrationEngine>(config, store, vms, metrics,
-                                               RealClock::Instance(), io, std::move(factory));
+    engine = std::make_unique<MigrationEngine>(config, store, vms, metrics, RealClock::Instance(),
+                                               io, std::move(factory));
     EXPECT_TRUE(engine->Listen("127.0.0.1", 0).ok());
     work.emplace(io.get_executor());
     for (int i = 0; i < 2; ++i) threads.emplace_back([this] { io.run(); });
-    acp::NodeRecord rec{id, "local", "http://127.0.0.1:1",
-                        "127.0.0.1:" + std::to_string(engine->listen_port()), "up", "test",
-                        RealClock::Instance().WallMillis(), RealClock::Instance().WallMillis()};
+    acp::NodeRecord rec{id,
+                        "local",
+                        "http://127.0.0.1:1",
+                        "127.0.0.1:" + std::to_string(engine->listen_port()),
+                        "up",
+                        "test",
+                        RealClock::Instance().WallMillis(),
+                        RealClock::Instance().WallMillis()};
     EXPECT_TRUE(store.UpsertNode(rec).ok());
   }
   ~TestNode() {
@@ -180,8 +185,7 @@ TEST_F(MigrationEngineTest, RoundLimitAbortsOrForcesAsConfigured) {
   ASSERT_TRUE(m.ok());
   auto aborted = WaitForEnd(m->id);
   EXPECT_EQ(aborted.phase, acp::kPhaseAborted);
-  EXPECT_NE(aborted.error.find("did not converge in 2 rounds"), std::string::npos)
-      << aborted.error;
+  EXPECT_NE(aborted.error.find("did not converge in 2 rounds"), std::string::npos) << aborted.error;
   EXPECT_EQ(store_->GetVm("vm-1")->node_id, "node-a");
   EXPECT_TRUE(a.vms.Find("vm-1").guest->running());
 
