@@ -4,30 +4,17 @@
 
 #include <cstring>
 
+#include "common/little_endian.h"
+
 namespace dwcp::amst {
 namespace {
 
-void Put16(uint8_t* p, uint16_t v) {
-  p[0] = v & 0xff;
-  p[1] = v >> 8;
-}
-void Put32(uint8_t* p, uint32_t v) {
-  for (int i = 0; i < 4; ++i) p[i] = (v >> (8 * i)) & 0xff;
-}
-void Put64(uint8_t* p, uint64_t v) {
-  for (int i = 0; i < 8; ++i) p[i] = (v >> (8 * i)) & 0xff;
-}
-uint16_t Get16(const uint8_t* p) { return p[0] | (p[1] << 8); }
-uint32_t Get32(const uint8_t* p) {
-  uint32_t v = 0;
-  for (int i = 3; i >= 0; --i) v = (v << 8) | p[i];
-  return v;
-}
-uint64_t Get64(const uint8_t* p) {
-  uint64_t v = 0;
-  for (int i = 7; i >= 0; --i) v = (v << 8) | p[i];
-  return v;
-}
+using le::Get16;
+using le::Get32;
+using le::Get64;
+using le::Put16;
+using le::Put32;
+using le::Put64;
 
 uint64_t Checksum(const uint8_t* header16, std::span<const uint8_t> payload) {
   // Chained: the payload hash is seeded with the header hash (no streaming state needed).

@@ -3,22 +3,14 @@
 #include <cstring>
 #include <string>
 
+#include "common/little_endian.h"
+
 namespace dwcp::hde {
 namespace {
 
-void Put32(std::vector<uint8_t>& b, size_t at, uint32_t v) {
-  for (int i = 0; i < 4; ++i) b[at + i] = (v >> (8 * i)) & 0xff;
-}
-uint32_t Get32(const uint8_t* p) {
-  uint32_t v = 0;
-  for (int i = 3; i >= 0; --i) v = (v << 8) | p[i];
-  return v;
-}
-uint64_t Get64(const uint8_t* p) {
-  uint64_t v = 0;
-  for (int i = 7; i >= 0; --i) v = (v << 8) | p[i];
-  return v;
-}
+void Put32(std::vector<uint8_t>& b, size_t at, uint32_t v) { le::Put32(&b[at], v); }
+using le::Get32;
+using le::Get64;
 
 }  // namespace
 

@@ -286,6 +286,19 @@ PageClass ClassOfPage(uint64_t seed, uint64_t index) {
   return PageClass::kRandom;
 }
 
+// The digest proper: XXH3-128 of the concatenated chunk hashes, as 32 hex digits.
+static std::string DigestOfHashes(const void* hashes, size_t bytes) {
+  XXH128_canonical_t out;
+  XXH128_canonicalFromHash(&out, XXH3_128bits(hashes, bytes));
+  static constexpr char kHex[] = "0123456789abcdef";
+  std::string hex(32, '0');
+  for (int i = 0; i < 16; ++i) {
+    hex[2 * i] = kHex[out.digest[i] >> 4];
+    hex[2 * i + 1] = kHex[out.digest[i] & 15];
+  }
+  return hex;
+}
+
 std::string MemoryDigest(const uint8_t* data, uint64_t bytes) {
   constexpr uint64_t kChunk = SyntheticGuest::kDigestChunkBytes;
   const uint64_t chunks = (bytes + kChunk - 1) / kChunk;
@@ -294,15 +307,7 @@ std::string MemoryDigest(const uint8_t* data, uint64_t bytes) {
     uint64_t off = c * kChunk;
     XXH128_canonicalFromHash(&hashes[c], XXH3_128bits(data + off, std::min(kChunk, bytes - off)));
   });
-  XXH128_canonical_t out;
-  XXH128_canonicalFromHash(&out, XXH3_128bits(hashes.data(), hashes.size() * sizeof(hashes[0])));
-  static constexpr char kHex[] = "0123456789abcdef";
-  std::string hex(32, '0');
-  for (int i = 0; i < 16; ++i) {
-    hex[2 * i] = kHex[out.digest[i] >> 4];
-    hex[2 * i + 1] = kHex[out.digest[i] & 15];
-  }
-  return hex;
+  return DigestOfHashes(hashes.data(), hashes.size() * sizeof(hashes[0]));
 }
 
 // ---- SyntheticGuest ----
@@ -506,15 +511,7 @@ std::string SyntheticGuest::Digest() const {
       std::memcpy(page_hashes_[index].data(), c.digest, 16);
     }
   });
-  XXH128_canonical_t out;
-  XXH128_canonicalFromHash(&out, XXH3_128bits(page_hashes_.data(), page_hashes_.size() * 16));
-  static constexpr char kHex[] = "0123456789abcdef";
-  std::string hex(32, '0');
-  for (int i = 0; i < 16; ++i) {
-    hex[2 * i] = kHex[out.digest[i] >> 4];
-    hex[2 * i + 1] = kHex[out.digest[i] & 15];
-  }
-  return hex;
+  return DigestOfHashes(page_hashes_.data(), page_hashes_.size() * 16);
 }
 
 uint64_t SyntheticGuest::PickPage(uint64_t* rng) const {
