@@ -43,12 +43,14 @@ Connection::Connection(asio::ip::tcp::socket socket, obs::Metrics& metrics, uint
   socket_.set_option(asio::socket_base::send_buffer_size(4 << 20), ec);
   socket_.set_option(asio::socket_base::receive_buffer_size(4 << 20), ec);
   metrics_.active_connections.Increment();
+  metrics_.amst_streams.Increment();
 }
 
 Connection::~Connection() {
   asio::error_code ec;
   socket_.close(ec);
   metrics_.active_connections.Decrement();
+  metrics_.amst_streams.Decrement();
 }
 
 void Connection::Close() {

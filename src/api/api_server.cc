@@ -7,6 +7,7 @@
 #include "common/units.h"
 #include "node/node.h"
 #include "obs/log.h"
+#include "obs/metrics_views.h"
 
 namespace dwcp::api {
 namespace {
@@ -163,6 +164,13 @@ void ApiServer::AddRoutes() {
       {"GET", "/readyz", "Readiness: 200 once registered and listening", false,
        bind(&ApiServer::Readyz)},
       {"GET", "/metrics", "Prometheus metrics (text exposition)", false, bind(&ApiServer::Metrics)},
+      {"GET", "/metrics/summary", "JSON summary: migrations, latency quantiles, throughput, "
+       "errors, health, resources", false, bind(&ApiServer::MetricsSummary)},
+      {"GET", R"(/metrics/(amst|hde|pba|acp|ass|itp))", "One component's metrics", false,
+       bind(&ApiServer::ComponentMetrics)},
+      {"GET", "/api/v1/log-level", "The current log level", false, bind(&ApiServer::GetLogLevel)},
+      {"PUT", "/api/v1/log-level", "Change the log level: {\"level\": \"debug\"}", true,
+       bind(&ApiServer::SetLogLevel)},
       {"GET", "/api/v1/nodes", "Nodes of the cluster", false, bind(&ApiServer::ListNodes)},
       {"GET", "/api/v1/vms", "VMs and where they run", false, bind(&ApiServer::ListVms)},
       {"POST", "/api/v1/vms", "Create and boot a VM", true, bind(&ApiServer::CreateVm)},
@@ -186,6 +194,8 @@ void ApiServer::AddRoutes() {
     };
     if (r.method == "GET") {
       server_->Get(r.pattern, handler);
+    } else if (r.method == "PUT") {
+      server_->Put(r.pattern, handler);
     } else {
       server_->Post(r.pattern, handler);
     }
@@ -260,7 +270,40 @@ void ApiServer::Readyz(const httplib::Request&, httplib::Response& res) {
 }
 
 void ApiServer::Metrics(const httplib::Request&, httplib::Response& res) {
-  res.set_content(node_.metrics().Serialize(), "text/plain; version=0.0.4; charset=utf-8");
+  res.set_content(obs::PrometheusText(node_.metrics().Collect()),
+                  "text/plain; version=0.0.4; charset=utf-8");
+}
+
+void ApiServer::ComponentMetrics(const httplib::Request& req, httplib::Response& res) {
+  auto component = obs::ParseComponent(req.matches[1].str());
+  res.set_content(obs::PrometheusText(obs::ComponentView(node_.metrics().Collect(), *component)),
+                  "text/plain; version=0.0.4; charset=utf-8");
+}
+
+void ApiServer::MetricsSummary(const httplib::Request&, httplib::Response& res) {
+  obs::SummaryContext ctx{node_.config().node_id, node_.migrations_per_minute()};
+  SendJson(res, 200, obs::Summary(node_.metrics().Collect(), ctx));
+}
+
+void ApiServer::GetLogLevel(const httplib::Request&, httplib::Response& res) {
+  SendJson(res, 200, {{"level", obs::LogLevelName(obs::CurrentLogLevel())}});
+}
+
+void ApiServer::SetLogLevel(const httplib::Request& req, httplib::Response& res) {
+  auto body = ParseBody(req);
+  if (!body.ok()) return SendError(res, body.status());
+  std::string name;
+  Status st = ReadString(*body, "level", true, &name);
+  obs::LogLevel level;
+  if (st.ok() && !obs::ParseLogLevel(name, &level)) {
+    st = InvalidArgument("level must be debug, info, warn, error or fatal");
+  }
+  if (!st.ok()) return SendError(res, st);
+  obs::LogLevel before = obs::CurrentLogLevel();
+  obs::SetLogLevel(level);
+  obs::LogInfo("node", "log level changed",
+               {{"from", obs::LogLevelName(before)}, {"to", obs::LogLevelName(level)}});
+  SendJson(res, 200, {{"level", obs::LogLevelName(level)}});
 }
 
 void ApiServer::ListNodes(const httplib::Request&, httplib::Response& res) {

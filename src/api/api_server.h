@@ -51,6 +51,10 @@ class ApiServer {
   void Healthz(const httplib::Request& req, httplib::Response& res);
   void Readyz(const httplib::Request& req, httplib::Response& res);
   void Metrics(const httplib::Request& req, httplib::Response& res);
+  void ComponentMetrics(const httplib::Request& req, httplib::Response& res);
+  void MetricsSummary(const httplib::Request& req, httplib::Response& res);
+  void GetLogLevel(const httplib::Request& req, httplib::Response& res);
+  void SetLogLevel(const httplib::Request& req, httplib::Response& res);
   void ListNodes(const httplib::Request& req, httplib::Response& res);
   void ListVms(const httplib::Request& req, httplib::Response& res);
   void GetVm(const httplib::Request& req, httplib::Response& res);

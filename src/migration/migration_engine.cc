@@ -169,6 +169,7 @@ Status MigrationEngine::Listen(const std::string& host, uint16_t port) {
                        ec.message());
   }
   listen_port_ = acceptor_->local_endpoint().port();
+  listening_ = true;
   asio::co_spawn(acceptor_->get_executor(), AcceptLoop(), asio::detached);
   return Status::Ok();
 }
@@ -178,7 +179,10 @@ awaitable<void> MigrationEngine::AcceptLoop() {
     auto [ec, socket] =
         co_await acceptor_->async_accept(asio::make_strand(io_), as_tuple(use_awaitable));
     if (ec) {
-      if (stopping_ || ec == asio::error::operation_aborted) co_return;
+      if (stopping_ || ec == asio::error::operation_aborted) {
+        listening_ = false;
+        co_return;
+      }
       obs::LogWarn("amst", "accept failed", {{"error", ec.message()}});
       continue;
     }
@@ -192,6 +196,10 @@ awaitable<void> MigrationEngine::AcceptLoop() {
 
 Result<acp::MigrationRecord> MigrationEngine::Start(const MigrationRequest& req) {
   if (stopping_) return Status(Aborted("node is shutting down"));
+  if (active_migrations() >= config_.max_tasks) {
+    return Status(FailedPrecondition("node runs " + std::to_string(config_.max_tasks) +
+                                     " migration tasks already (max_tasks)"));
+  }
   if (req.protocol != 1 && req.protocol != 3) {
     return Status(InvalidArgument("protocol must be v1 or v3"));
   }
@@ -477,15 +485,16 @@ awaitable<void> MigrationEngine::RunOutgoing(std::shared_ptr<Outgoing> m) {
     uint64_t i = 0;
     while (i < count) {
       if (m->cancel) co_return Aborted("migration cancelled (node shutting down)");
-      {
-        ScopedTime t(clock_, &shares.hde);
-        encoder.Reset(round);
-        for (uint32_t n = 0; n < config_.batch_pages && i < count; ++n, ++i) {
-          uint64_t index = all_pages ? i : pages[i];
-          encoder.Add(index, guest.PageData(index));
-        }
+      SteadyTime e0 = clock_.Now();
+      encoder.Reset(round);
+      for (uint32_t n = 0; n < config_.batch_pages && i < count; ++n, ++i) {
+        uint64_t index = all_pages ? i : pages[i];
+        encoder.Add(index, guest.PageData(index));
       }
       auto payload = encoder.Finish();
+      double encode_seconds = Seconds(clock_.Now() - e0);
+      shares.hde += encode_seconds;
+      metrics_.encode_latency.Observe(encode_seconds);
       {
         ScopedTime t(clock_, &shares.amst);
         DWCP_CO_RETURN_IF_ERROR(
@@ -493,6 +502,10 @@ awaitable<void> MigrationEngine::RunOutgoing(std::shared_ptr<Outgoing> m) {
       }
       uint64_t logical = uint64_t{encoder.count()} * vm::kPageSize;
       logical_sent += logical;
+      metrics_.hde_input_bytes.Increment(static_cast<double>(logical));
+      metrics_.hde_output_bytes.Increment(static_cast<double>(payload.size()));
+      (conn->protocol() >= 3 ? metrics_.compression_v3 : metrics_.compression_v1)
+          .Observe(static_cast<double>(logical) / static_cast<double>(payload.size()));
       metrics_.bytes_sent.Increment(static_cast<double>(logical));
       metrics_.pages_zero.Increment(static_cast<double>(encoder.stats().zero_pages));
       metrics_.pages_raw.Increment(
@@ -595,7 +608,7 @@ awaitable<void> MigrationEngine::RunOutgoing(std::shared_ptr<Outgoing> m) {
   if (st.ok()) {
     rec.dest_digest = verified->verified().digest();
     if (!verified->verified().ok()) {
-      metrics_.CountError(obs::Component::kHde, "digest_mismatch", "critical");
+      ++digest_mismatches_;  // counted in errors_total by fail() (source) and the destination
       st = DataLoss("destination digest " + rec.dest_digest + " does not match source " + digest +
                     ": " + verified->verified().error());
     }
@@ -698,6 +711,7 @@ awaitable<void> MigrationEngine::ServeIncoming(std::shared_ptr<amst::Connection>
   // Logs and counts a failed incoming migration (or a bad connection) and discards state.
   auto reject = [&](const Status& why) {
     bool protocol = why.code() == StatusCode::kProtocol;
+    if (protocol) ++protocol_errors_;
     metrics_.CountError(protocol ? obs::Component::kAmst : ComponentOfError(why.code()),
                         protocol ? "protocol" : StatusCodeName(why.code()),
                         protocol ? "critical" : "warning");
@@ -869,6 +883,7 @@ awaitable<void> MigrationEngine::ServeIncoming(std::shared_ptr<amst::Connection>
     if (!verified) {
       v.mutable_verified()->set_error("content digest mismatch");
       metrics_.CountError(obs::Component::kHde, "digest_mismatch", "critical");
+      ++digest_mismatches_;
     }
     st = co_await conn->SendControl(v, config_.io_timeout);
     if (st.ok() && !verified)

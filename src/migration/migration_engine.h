@@ -43,6 +43,7 @@ struct EngineConfig {
   std::chrono::milliseconds io_timeout{15000};         // any single frame send or receive
   std::chrono::milliseconds verify_timeout{120000};    // digest of a large guest
   std::chrono::milliseconds node_alive_window{10000};  // heartbeat age of a live node
+  uint32_t max_tasks = 4096;  // concurrent migration coroutines (both directions) at most
 };
 
 struct MigrationRequest {
@@ -85,6 +86,10 @@ class MigrationEngine {
   void Shutdown(std::chrono::milliseconds grace);
 
   size_t active_migrations() const;
+  // For health checks: whether the data listener accepts, and error counts since start.
+  bool listening() const { return listening_; }
+  uint64_t protocol_errors() const { return protocol_errors_; }
+  uint64_t digest_mismatches() const { return digest_mismatches_; }
 
  private:
   struct Active;
@@ -116,6 +121,9 @@ class MigrationEngine {
   std::map<std::string, std::shared_ptr<Active>> active_;  // by migration id (or conn key)
   std::atomic<bool> stopping_{false};
   std::atomic<uint64_t> next_incoming_{0};
+  std::atomic<bool> listening_{false};
+  std::atomic<uint64_t> protocol_errors_{0};
+  std::atomic<uint64_t> digest_mismatches_{0};
 };
 
 // "mig-" followed by 12 random hex digits.

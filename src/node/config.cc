@@ -97,6 +97,8 @@ Status LoadYamlConfig(const std::string& path, NodeConfig* c) {
       DWCP_RETURN_IF_ERROR(ReadScalar(v, key, &c->on_round_limit));
     } else if (key == "io_threads") {
       DWCP_RETURN_IF_ERROR(ReadScalar(v, key, &c->io_threads));
+    } else if (key == "max_tasks") {
+      DWCP_RETURN_IF_ERROR(ReadScalar(v, key, &c->max_tasks));
     } else if (key == "sampling") {
       if (!v.IsMap()) return InvalidArgument("config key 'sampling' must be a mapping");
       c->sampling.present = true;
@@ -186,6 +188,9 @@ Status ValidateNodeConfig(NodeConfig* c) {
   if (c->on_round_limit != "force" && c->on_round_limit != "abort") {
     return InvalidArgument("--on-round-limit must be 'force' or 'abort'");
   }
+  if (c->max_tasks < 1 || c->max_tasks > 1'000'000) {
+    return InvalidArgument("--max-tasks must be between 1 and 1000000");
+  }
   if (c->io_threads < 1 || c->io_threads > 64) {
     return InvalidArgument("--io-threads must be between 1 and 64");
   }
@@ -237,6 +242,9 @@ Result<NodeConfig> ParseNodeConfig(int argc, char** argv, bool* exit_now) {
                  "At the round limit: 'force' switchover or 'abort'")
       ->capture_default_str();
   app.add_option("--io-threads", flags.io_threads, "Network threads")->capture_default_str();
+  app.add_option("--max-tasks", flags.max_tasks,
+                 "Coroutine task limit; new migrations are refused beyond it")
+      ->capture_default_str();
   try {
     app.parse(argc, argv);
   } catch (const CLI::CallForHelp& e) {
@@ -267,6 +275,7 @@ Result<NodeConfig> ParseNodeConfig(int argc, char** argv, bool* exit_now) {
   if (given("--max-rounds")) config.max_rounds = flags.max_rounds;
   if (given("--on-round-limit")) config.on_round_limit = flags.on_round_limit;
   if (given("--io-threads")) config.io_threads = flags.io_threads;
+  if (given("--max-tasks")) config.max_tasks = flags.max_tasks;
   if (given("--downtime-budget")) {
     auto ms = ParseDurationMillis(downtime);
     if (!ms.ok()) return Status(InvalidArgument("--downtime-budget: " + ms.status().message()));

@@ -45,6 +45,7 @@ struct NodeConfig {
   uint32_t max_rounds = 30;
   std::string on_round_limit = "force";  // force | abort
   uint32_t io_threads = 4;
+  uint32_t max_tasks = 4096;              // coroutine task limit (the "goroutines" 100%)
   SamplingConfig sampling;
   ProfilingConfig profiling;
 

@@ -11,6 +11,7 @@
 #include "amst/connection.h"
 #include "api/api_server.h"
 #include "obs/log.h"
+#include "obs/process_metrics.h"
 #include "vm/synthetic_guest.h"
 
 namespace dwcp::node {
@@ -73,6 +74,7 @@ Status Node::Init() {
   ec.downtime_budget_ms = config_.downtime_budget_ms;
   ec.max_rounds = config_.max_rounds;
   ec.force_on_round_limit = config_.on_round_limit == "force";
+  ec.max_tasks = config_.max_tasks;
   engine_ = std::make_unique<migration::MigrationEngine>(ec, *store_, vms_, metrics_, clock_, io_);
 
   std::string host;
@@ -90,8 +92,10 @@ Status Node::Init() {
     io_threads_.emplace_back([this] { io_.run(); });
   }
 
-  Heartbeat("up");
+  metrics_.AddCollectable(std::make_shared<obs::ProcessCollector>());
+  if (!Heartbeat("up")) return Unavailable("cannot register the node in the state store");
   RecoverOwnedVms();
+  SampleHealthAndResources(true, 0);
   api_->Start();
   background_ = std::thread([this] { BackgroundLoop(); });
   ready_ = true;
@@ -106,8 +110,8 @@ Status Node::Init() {
 
 uint16_t Node::api_port() const { return api_ ? api_->port() : 0; }
 
-void Node::Heartbeat(const std::string& state) {
-  if (!store_) return;
+bool Node::Heartbeat(const std::string& state) {
+  if (!store_) return false;
   acp::NodeRecord rec;
   rec.id = config_.node_id;
   rec.region = config_.region;
@@ -122,6 +126,7 @@ void Node::Heartbeat(const std::string& state) {
     metrics_.CountError(obs::Component::kAcp, "store", "warning");
     obs::LogWarn("acp", "heartbeat failed", {{"error", st.ToString()}});
   }
+  return st.ok();
 }
 
 void Node::RecoverOwnedVms() {
@@ -162,25 +167,77 @@ void Node::RecoverOwnedVms() {
   metrics_.vms_running.Set(static_cast<double>(vms_.size()));
 }
 
-// Once a second: heartbeat, fencing check, throughput gauge.
+// Once a second: heartbeat, fencing check, health and resource sampling.
 void Node::BackgroundLoop() {
-  double last_bytes = metrics_.bytes_sent.Value() + metrics_.bytes_received.Value();
-  auto last = clock_.Now();
   std::unique_lock lock(stop_mu_);
   while (!stopping_) {
     stop_cv_.wait_for(lock, Ms(1000));
     if (stopping_) break;
     lock.unlock();
-    auto now = clock_.Now();
-    double bytes = metrics_.bytes_sent.Value() + metrics_.bytes_received.Value();
-    double secs = std::chrono::duration<double>(now - last).count();
-    if (secs > 0) metrics_.throughput.Set((bytes - last_bytes) / secs);
-    last_bytes = bytes;
-    last = now;
-    Heartbeat("up");
+    auto t0 = clock_.Now();
+    bool store_ok = Heartbeat("up");
+    double store_seconds = std::chrono::duration<double>(clock_.Now() - t0).count();
+    metrics_.store_latency.Observe(store_seconds);
     CheckFencing();
+    SampleHealthAndResources(store_ok, store_seconds);
     lock.lock();
   }
+}
+
+void Node::SampleHealthAndResources(bool store_ok, double store_seconds) {
+  using obs::Component;
+  const auto now = clock_.Now();
+  Sample s;
+  s.at = now;
+  s.cpu_seconds = obs::ReadProcessSample().cpu_seconds;
+  s.logical_bytes = metrics_.bytes_sent.Value() + metrics_.bytes_received.Value();
+  s.wire_bytes = metrics_.wire_sent.Value() + metrics_.wire_received.Value();
+  for (auto r : {obs::MigrationResult::kSuccess, obs::MigrationResult::kFailed,
+                 obs::MigrationResult::kAborted}) {
+    s.migrations += metrics_.migrations(r, 1).Value() + metrics_.migrations(r, 3).Value();
+  }
+  s.protocol_errors = engine_->protocol_errors();
+  s.digest_mismatches = engine_->digest_mismatches();
+
+  if (last_sample_.at != std::chrono::steady_clock::time_point{}) {
+    const double secs = std::chrono::duration<double>(now - last_sample_.at).count();
+    if (secs > 0) {
+      metrics_.throughput.Set((s.logical_bytes - last_sample_.logical_bytes) / secs);
+      metrics_.amst_throughput.Set((s.wire_bytes - last_sample_.wire_bytes) / secs);
+      const double cores = std::max(1u, std::thread::hardware_concurrency());
+      metrics_.cpu_percent.Set(100.0 * (s.cpu_seconds - last_sample_.cpu_seconds) / secs / cores);
+    }
+    // A component with recent errors is degraded for a minute after the last one.
+    if (s.protocol_errors > last_sample_.protocol_errors) amst_degraded_until_ = now + std::chrono::seconds(60);
+    if (s.digest_mismatches > last_sample_.digest_mismatches) hde_degraded_until_ = now + std::chrono::seconds(60);
+  }
+  last_sample_ = s;
+
+  // Finished migrations over the last minute.
+  migration_history_.emplace_back(now, s.migrations);
+  while (migration_history_.size() > 1 && now - migration_history_.front().first > std::chrono::seconds(60)) {
+    migration_history_.erase(migration_history_.begin());
+  }
+  migrations_per_minute_ = s.migrations - migration_history_.front().second;
+
+  // Health: ACP = the store takes writes (slow = degraded); AMST = the data listener accepts
+  // (recent protocol errors = degraded); HDE = content verifies (recent mismatches = degraded).
+  metrics_.SetHealth(Component::kAcp, !store_ok ? obs::kHealthDown
+                                      : store_seconds > 1.0 ? obs::kHealthDegraded
+                                                            : obs::kHealthy);
+  metrics_.SetHealth(Component::kAmst, !engine_->listening() ? obs::kHealthDown
+                                       : now < amst_degraded_until_ ? obs::kHealthDegraded
+                                                                    : obs::kHealthy);
+  metrics_.SetHealth(Component::kHde, now < hde_degraded_until_ ? obs::kHealthDegraded
+                                                                : obs::kHealthy);
+
+  const uint64_t host = obs::HostMemoryBytes();
+  if (host > 0) {
+    metrics_.memory_percent.Set(100.0 * obs::ReadProcessSample().resident_bytes / host);
+  }
+  const double tasks = static_cast<double>(engine_->active_migrations() + 1);  // + accept loop
+  metrics_.tasks.Set(tasks);
+  metrics_.tasks_percent.Set(100.0 * tasks / config_.max_tasks);
 }
 
 // A guest runs here only while the store names this node its owner at the same epoch.

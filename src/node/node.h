@@ -4,6 +4,7 @@
 
 #include <asio.hpp>
 #include <atomic>
+#include <chrono>
 #include <condition_variable>
 #include <memory>
 #include <mutex>
@@ -57,6 +58,8 @@ class Node {
   Result<acp::MigrationRecord> StartMigration(const migration::MigrationRequest& request);
 
   bool ready() const { return ready_; }
+  // Finished migrations (this node as source) over the last minute.
+  double migrations_per_minute() const { return migrations_per_minute_.load(); }
   const NodeConfig& config() const { return config_; }
   uint16_t api_port() const;
   uint16_t data_port() const { return engine_->listen_port(); }
@@ -71,8 +74,11 @@ class Node {
   Status Init();
   void RecoverOwnedVms();
   void BackgroundLoop();
-  void Heartbeat(const std::string& state);
+  // Writes the heartbeat; false when the store did not take it.
+  bool Heartbeat(const std::string& state);
   void CheckFencing();
+  // Once a second: component health, resource utilization, throughput gauges, rates.
+  void SampleHealthAndResources(bool store_ok, double store_seconds);
 
   NodeConfig config_;
   Clock& clock_;
@@ -86,6 +92,17 @@ class Node {
   std::unique_ptr<api::ApiServer> api_;
   std::thread background_;
   int64_t started_ms_ = 0;
+
+  // Background sampler state (only the background thread touches it).
+  struct Sample {
+    std::chrono::steady_clock::time_point at;
+    double cpu_seconds = 0, logical_bytes = 0, wire_bytes = 0, migrations = 0;
+    uint64_t protocol_errors = 0, digest_mismatches = 0;
+  };
+  Sample last_sample_;
+  std::vector<std::pair<std::chrono::steady_clock::time_point, double>> migration_history_;
+  std::chrono::steady_clock::time_point amst_degraded_until_{}, hde_degraded_until_{};
+  std::atomic<double> migrations_per_minute_{0};
 
   std::atomic<bool> ready_{false};
   std::mutex stop_mu_;

@@ -107,4 +107,8 @@ void Log(LogLevel level, std::string_view component, std::string_view message,
   s.logger->info(line.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace));
 }
 
+void SetLogLevel(LogLevel level) { State().min_level = static_cast<int>(level); }
+
+LogLevel CurrentLogLevel() { return static_cast<LogLevel>(State().min_level.load()); }
+
 }  // namespace dwcp::obs

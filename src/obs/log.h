@@ -19,6 +19,10 @@ const char* LogLevelName(LogLevel level);
 // (stderr unless a file is given). Call once at start-up, before other threads log.
 void ConfigureLogging(LogLevel min_level, std::string node_id, const std::string& file = "");
 
+// The minimum level, changeable at run time (PUT /api/v1/log-level). Thread-safe.
+void SetLogLevel(LogLevel level);
+LogLevel CurrentLogLevel();
+
 // Writes one line if `level` passes the configured minimum. `fields` is a JSON object whose
 // members are added to the line (vm_id, latency_ms, ...).
 void Log(LogLevel level, std::string_view component, std::string_view message,

@@ -1,8 +1,9 @@
 #include "obs/metrics.h"
 
-#include <prometheus/text_serializer.h>
+#include <cassert>
+#include <cstdlib>
 
-#include <sstream>
+#include "obs/log.h"
 
 namespace dwcp::obs {
 namespace {
@@ -19,7 +20,38 @@ const prometheus::Histogram::BucketBoundaries kDowntimeBuckets = {
 const prometheus::Histogram::BucketBoundaries kRoundBuckets = {1, 2,  3,  4,  5,  6,
                                                                8, 10, 15, 20, 30, 50};
 const prometheus::Histogram::BucketBoundaries kOpBuckets = {
-    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5};
+    0.00001, 0.00005, 0.0001, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1};
+// Logical bytes per wire byte of one batch: 1 = nothing saved.
+const prometheus::Histogram::BucketBoundaries kRatioBuckets = {1,   1.1, 1.25, 1.5, 2,  3,
+                                                               4,   6,   10,   20,  50, 100};
+
+std::string Checked(Result<std::string> name) {
+  if (!name.ok()) {
+    LogError("obs", "invalid metric name", {{"error", name.status().ToString()}});
+    std::abort();
+  }
+  return std::move(name).value();
+}
+
+class ComputedGauge final : public prometheus::Collectable {
+ public:
+  ComputedGauge(std::string name, std::string help, std::function<double()> read)
+      : name_(std::move(name)), help_(std::move(help)), read_(std::move(read)) {}
+  std::vector<prometheus::MetricFamily> Collect() const override {
+    prometheus::MetricFamily f;
+    f.name = name_;
+    f.help = help_;
+    f.type = prometheus::MetricType::Gauge;
+    prometheus::ClientMetric m;
+    m.gauge.value = read_();
+    f.metric.push_back(m);
+    return {f};
+  }
+
+ private:
+  std::string name_, help_;
+  std::function<double()> read_;
+};
 
 }  // namespace
 
@@ -28,9 +60,36 @@ const char* ComponentName(Component c) {
   return kNames[static_cast<int>(c)];
 }
 
+std::optional<Component> ParseComponent(std::string_view name) {
+  for (int c = 0; c < kComponentCount; ++c) {
+    if (name == ComponentName(static_cast<Component>(c))) return static_cast<Component>(c);
+  }
+  return std::nullopt;
+}
+
 const char* MigrationResultName(MigrationResult r) {
   static const char* kNames[] = {"success", "failed", "aborted"};
   return kNames[static_cast<int>(r)];
+}
+
+Result<std::string> MetricName(std::optional<Component> component, std::string_view metric,
+                               std::string_view unit) {
+  bool ok = !metric.empty() && metric.front() >= 'a' && metric.front() <= 'z' &&
+            metric.back() != '_';
+  for (char ch : metric) {
+    ok = ok && ((ch >= 'a' && ch <= 'z') || (ch >= '0' && ch <= '9') || ch == '_');
+  }
+  if (!ok) return Status(InvalidArgument("metric '" + std::string(metric) + "' is not snake_case"));
+  bool known_unit = false;
+  for (auto u : kMetricUnits) known_unit = known_unit || u == unit;
+  if (!known_unit) return Status(InvalidArgument("unknown metric unit '" + std::string(unit) + "'"));
+  std::string name = "dwcp_v3_";
+  if (component) name += std::string(ComponentName(*component)) + "_";
+  name += metric;
+  if (!unit.empty() && !std::string_view(name).ends_with(std::string("_") + std::string(unit))) {
+    name += "_" + std::string(unit);
+  }
+  return name;
 }
 
 Metrics::Metrics() : Metrics(std::make_shared<prometheus::Registry>()) {}
@@ -67,12 +126,59 @@ Metrics::Metrics(std::shared_ptr<prometheus::Registry> r)
                     .Help("Pages encoded by HDE, by encoding")
                     .Register(*r)
                     .Add({{"encoding", "raw"}})),
+      hde_input_bytes(BuildCounter()
+                          .Name("dwcp_v3_hde_input_bytes_total")
+                          .Help("Guest bytes given to the HDE encoder")
+                          .Register(*r)
+                          .Add({})),
+      hde_output_bytes(BuildCounter()
+                           .Name("dwcp_v3_hde_output_bytes_total")
+                           .Help("Encoded bytes the HDE encoder produced")
+                           .Register(*r)
+                           .Add({})),
+      compression_v3(BuildHistogram()
+                         .Name("dwcp_v3_compression_ratio")
+                         .Help("Guest bytes per encoded byte of each page batch, by algorithm")
+                         .Register(*r)
+                         .Add({{"algorithm", "zero"}}, kRatioBuckets)),
+      compression_v1(BuildHistogram()
+                         .Name("dwcp_v3_compression_ratio")
+                         .Help("Guest bytes per encoded byte of each page batch, by algorithm")
+                         .Register(*r)
+                         .Add({{"algorithm", "none"}}, kRatioBuckets)),
+      encode_latency(BuildHistogram()
+                         .Name("dwcp_v3_component_latency_seconds")
+                         .Help("Latency of individual component operations")
+                         .Register(*r)
+                         .Add({{"component", "hde"}, {"operation", "encode_batch"}}, kOpBuckets)),
+      commit_latency(BuildHistogram()
+                         .Name("dwcp_v3_component_latency_seconds")
+                         .Help("Latency of individual component operations")
+                         .Register(*r)
+                         .Add({{"component", "acp"}, {"operation", "commit"}}, kOpBuckets)),
+      store_latency(BuildHistogram()
+                        .Name("dwcp_v3_acp_store_latency_seconds")
+                        .Help("Latency of state store transactions made by the node's health "
+                              "checks and heartbeats")
+                        .Register(*r)
+                        .Add({}, kOpBuckets)),
       throughput(BuildGauge()
                      .Name("dwcp_v3_throughput_bytes_per_second")
                      .Help("Logical migration bytes per second moved by this node over the "
                            "last second, sent plus received")
                      .Register(*r)
                      .Add({{"transport", "tcp"}})),
+      amst_throughput(BuildGauge()
+                          .Name("dwcp_v3_amst_throughput_bytes_per_second")
+                          .Help("Bytes per second on this node's DWCP data streams over the "
+                                "last second, sent plus received, by transport")
+                          .Register(*r)
+                          .Add({{"transport", "tcp"}})),
+      amst_streams(BuildGauge()
+                       .Name("dwcp_v3_amst_active_streams")
+                       .Help("Open AMST data streams, by transport")
+                       .Register(*r)
+                       .Add({{"transport", "tcp"}})),
       active_connections(BuildGauge()
                              .Name("dwcp_v3_active_connections")
                              .Help("Open DWCP data connections, inbound and outbound")
@@ -93,6 +199,32 @@ Metrics::Metrics(std::shared_ptr<prometheus::Registry> r)
                       .Help("Guests running on this node")
                       .Register(*r)
                       .Add({})),
+      cpu_percent(BuildGauge()
+                      .Name("dwcp_v3_resource_utilization_percent")
+                      .Help("Resource use of this dwcpd: cpu (share of all cores over the last "
+                            "second), memory (resident share of host memory), goroutines (live "
+                            "coroutine tasks as a share of the configured limit)")
+                      .Register(*r)
+                      .Add({{"resource_type", "cpu"}})),
+      memory_percent(BuildGauge()
+                         .Name("dwcp_v3_resource_utilization_percent")
+                         .Help("Resource use of this dwcpd: cpu (share of all cores over the last "
+                               "second), memory (resident share of host memory), goroutines (live "
+                               "coroutine tasks as a share of the configured limit)")
+                         .Register(*r)
+                         .Add({{"resource_type", "memory"}})),
+      tasks_percent(BuildGauge()
+                        .Name("dwcp_v3_resource_utilization_percent")
+                        .Help("Resource use of this dwcpd: cpu (share of all cores over the last "
+                              "second), memory (resident share of host memory), goroutines (live "
+                              "coroutine tasks as a share of the configured limit)")
+                        .Register(*r)
+                        .Add({{"resource_type", "goroutines"}})),
+      tasks(BuildGauge()
+                .Name("dwcp_v3_coroutine_tasks")
+                .Help("Live coroutine tasks (the goroutine count of dwcpd)")
+                .Register(*r)
+                .Add({})),
       downtime(BuildHistogram()
                    .Name("dwcp_v3_migration_downtime_seconds")
                    .Help("Guest downtime of successful migrations, pause to resume")
@@ -103,11 +235,6 @@ Metrics::Metrics(std::shared_ptr<prometheus::Registry> r)
                  .Help("Pre-copy rounds per finished migration")
                  .Register(*r)
                  .Add({}, kRoundBuckets)),
-      commit_latency(BuildHistogram()
-                         .Name("dwcp_v3_component_latency_seconds")
-                         .Help("Latency of individual component operations")
-                         .Register(*r)
-                         .Add({{"component", "acp"}, {"operation", "commit"}}, kOpBuckets)),
       registry_(std::move(r)) {
   errors_family_ = &BuildCounter()
                         .Name("dwcp_v3_errors_total")
@@ -117,6 +244,11 @@ Metrics::Metrics(std::shared_ptr<prometheus::Registry> r)
                      .Name("dwcp_v3_api_requests_total")
                      .Help("HTTP API requests by status code")
                      .Register(*registry_);
+  health_family_ = &BuildGauge()
+                        .Name("dwcp_v3_component_health")
+                        .Help("Health of each component from its checks: 1 healthy, 0.5 "
+                              "degraded, 0 down (docs/metrics.md)")
+                        .Register(*registry_);
   auto& mig = BuildCounter()
                   .Name("dwcp_v3_migrations_total")
                   .Help("Finished migrations by result and wire protocol, counted by the source")
@@ -130,18 +262,73 @@ Metrics::Metrics(std::shared_ptr<prometheus::Registry> r)
   }
   auto& lat = BuildHistogram()
                   .Name("dwcp_v3_migration_latency_seconds")
-                  .Help(
-                      "Total time of finished migrations; `component` names the component "
-                      "that took the largest share of that migration's time")
+                  .Help("Total time of finished migrations; `component` names the component "
+                        "that took the largest share of that migration's time")
                   .Register(*registry_);
-  for (int c = 0; c < kComponentCount; ++c) {
-    latency_[c] =
-        &lat.Add({{"component", ComponentName(static_cast<Component>(c))}}, kLatencyBuckets);
+  for (Component c : {Component::kAmst, Component::kHde, Component::kAcp}) {
+    latency_[static_cast<int>(c)] = &lat.Add({{"component", ComponentName(c)}}, kLatencyBuckets);
   }
+  AddComputedGauge("dwcp_v3_hde_compression_ratio",
+                   "Guest bytes per encoded byte over every batch HDE encoded on this node "
+                   "(1 = no reduction; 0 before the first batch)",
+                   [this] {
+                     double out = hde_output_bytes.Value();
+                     return out > 0 ? hde_input_bytes.Value() / out : 0.0;
+                   });
+}
+
+prometheus::Family<prometheus::Counter>& Metrics::CounterFamily(std::optional<Component> c,
+                                                                std::string_view metric,
+                                                                const std::string& help) {
+  return BuildCounter().Name(Checked(MetricName(c, metric, "total"))).Help(help).Register(*registry_);
+}
+
+prometheus::Family<prometheus::Gauge>& Metrics::GaugeFamily(std::optional<Component> c,
+                                                            std::string_view metric,
+                                                            std::string_view unit,
+                                                            const std::string& help) {
+  return BuildGauge().Name(Checked(MetricName(c, metric, unit))).Help(help).Register(*registry_);
+}
+
+prometheus::Family<prometheus::Histogram>& Metrics::HistogramFamily(std::optional<Component> c,
+                                                                    std::string_view metric,
+                                                                    std::string_view unit,
+                                                                    const std::string& help) {
+  return BuildHistogram().Name(Checked(MetricName(c, metric, unit))).Help(help).Register(*registry_);
+}
+
+void Metrics::AddCollectable(std::shared_ptr<prometheus::Collectable> collectable) {
+  std::lock_guard lock(collectables_mu_);
+  collectables_.push_back(std::move(collectable));
+}
+
+void Metrics::AddComputedGauge(std::string name, std::string help, std::function<double()> read) {
+  AddCollectable(std::make_shared<ComputedGauge>(std::move(name), std::move(help), std::move(read)));
+}
+
+std::vector<prometheus::MetricFamily> Metrics::Collect() const {
+  auto families = registry_->Collect();
+  std::lock_guard lock(collectables_mu_);
+  for (const auto& c : collectables_) {
+    auto more = c->Collect();
+    families.insert(families.end(), std::make_move_iterator(more.begin()),
+                    std::make_move_iterator(more.end()));
+  }
+  return families;
 }
 
 prometheus::Counter& Metrics::migrations(MigrationResult result, int protocol_version) {
   return *migrations_[static_cast<int>(result)][protocol_version >= 3 ? 1 : 0];
+}
+
+void Metrics::SetHealth(Component c, double value) {
+  auto& slot = health_[static_cast<int>(c)];
+  prometheus::Gauge* g = slot.load(std::memory_order_acquire);
+  if (g == nullptr) {
+    g = &health_family_->Add({{"component", ComponentName(c)}});  // same gauge on a race
+    slot.store(g, std::memory_order_release);
+  }
+  g->Set(value);
 }
 
 void Metrics::CountError(Component component, std::string_view error_type,
@@ -155,13 +342,6 @@ void Metrics::CountError(Component component, std::string_view error_type,
 
 void Metrics::CountApiRequest(int http_status) {
   api_family_->Add({{"code", std::to_string(http_status)}}).Increment();
-}
-
-std::string Metrics::Serialize() const {
-  prometheus::TextSerializer serializer;
-  std::ostringstream out;
-  serializer.Serialize(out, registry_->Collect());
-  return out.str();
 }
 
 }  // namespace dwcp::obs

@@ -1,8 +1,21 @@
-// The node's one metric registry and the core stats of the migration path. Metric names and
-// labels follow the operator's guide (section 2) and DESIGN.md: no unbounded label values.
-// Components hold references handed out here; the hot path never looks a metric up by name.
+// The node's one metric registry, the naming rule of the operator's guide (section 2.4), and
+// the core stats of the migration path. Components declare their metrics once, here or
+// through the family builders below, and keep references: the hot path never looks a
+// metric up by name or takes a lock (prometheus-cpp counters and gauges are atomics).
+//
+// Adding a custom metric (the C++ counterpart of the guide's 2.3 example):
+//
+//   auto& my_metric = metrics.GaugeFamily(obs::Component::kHde, "my_custom_metric", "",
+//                                         "Description of my metric");   // dwcp_v3_hde_my_custom_metric
+//   prometheus::Gauge& g = my_metric.Add({{"label1", "value1"}, {"label2", "value2"}});
+//   g.Set(42.0);                                 // keep `g`; don't call Add() per event
+//
+// Names are dwcp_v3_{component}_{metric}_{unit}; CounterFamily requires the unit "total".
+// Every family is visible on /metrics, on /metrics/<component> for its component, and in
+// the /metrics/summary JSON where the summary uses it.
 #pragma once
 
+#include <prometheus/collectable.h>
 #include <prometheus/counter.h>
 #include <prometheus/family.h>
 #include <prometheus/gauge.h>
@@ -10,9 +23,16 @@
 #include <prometheus/registry.h>
 
 #include <array>
+#include <functional>
+#include <atomic>
 #include <memory>
+#include <mutex>
+#include <optional>
 #include <string>
 #include <string_view>
+#include <vector>
+
+#include "common/status.h"
 
 namespace dwcp::obs {
 
@@ -20,13 +40,27 @@ namespace dwcp::obs {
 enum class Component { kAmst = 0, kHde, kPba, kAcp, kAss, kItp };
 inline constexpr int kComponentCount = 6;
 const char* ComponentName(Component c);
+// "amst" → kAmst; nullopt for anything else.
+std::optional<Component> ParseComponent(std::string_view name);
 
 enum class MigrationResult { kSuccess = 0, kFailed, kAborted };
 inline constexpr int kMigrationResultCount = 3;
 const char* MigrationResultName(MigrationResult r);
 
-// Thread-safe: prometheus-cpp metrics are atomic; CountError takes the family's lock and is
-// meant for error paths only.
+// Units a metric name may end in (guide 2.4: "include units in metric names").
+inline constexpr std::array<std::string_view, 7> kMetricUnits = {
+    "", "total", "seconds", "bytes", "percent", "ratio", "bytes_per_second"};
+
+// "dwcp_v3_{component}_{metric}_{unit}" (component and unit optional). InvalidArgument when
+// `metric` is not snake_case ([a-z][a-z0-9_]*) or the unit is not one of kMetricUnits.
+Result<std::string> MetricName(std::optional<Component> component, std::string_view metric,
+                               std::string_view unit);
+
+// Component health values of dwcp_v3_component_health (docs/metrics.md).
+inline constexpr double kHealthDown = 0;
+inline constexpr double kHealthDegraded = 0.5;
+inline constexpr double kHealthy = 1;
+
 class Metrics {
  public:
   Metrics();
@@ -34,7 +68,28 @@ class Metrics {
   Metrics& operator=(const Metrics&) = delete;
 
   prometheus::Registry& registry() { return *registry_; }
-  std::shared_ptr<prometheus::Registry> shared_registry() { return registry_; }
+
+  // Family builders that enforce the naming rule; a bad name is a programming error and
+  // aborts. Registering the same name twice returns the same family.
+  prometheus::Family<prometheus::Counter>& CounterFamily(std::optional<Component> c,
+                                                         std::string_view metric,
+                                                         const std::string& help);
+  prometheus::Family<prometheus::Gauge>& GaugeFamily(std::optional<Component> c,
+                                                     std::string_view metric,
+                                                     std::string_view unit,
+                                                     const std::string& help);
+  prometheus::Family<prometheus::Histogram>& HistogramFamily(std::optional<Component> c,
+                                                             std::string_view metric,
+                                                             std::string_view unit,
+                                                             const std::string& help);
+
+  // Families computed at scrape time (process_* and friends) join every view.
+  void AddCollectable(std::shared_ptr<prometheus::Collectable> collectable);
+  // An unlabelled gauge whose value `read` computes at every scrape (brpc PassiveStatus).
+  // `read` must be thread-safe and cheap.
+  void AddComputedGauge(std::string name, std::string help, std::function<double()> read);
+  // Everything: the registry plus the collectables.
+  std::vector<prometheus::MetricFamily> Collect() const;
 
   // dwcp_v3_errors_total{component,error_type,severity}.
   void CountError(Component component, std::string_view error_type,
@@ -46,11 +101,11 @@ class Metrics {
   prometheus::Histogram& migration_latency(Component dominant) {
     return *latency_[static_cast<int>(dominant)];
   }
+  // dwcp_v3_component_health{component}: set by the node's health checks; a component
+  // appears once it has been checked (components not in this build never appear).
+  void SetHealth(Component c, double value);
   // dwcp_v3_api_requests_total{code}: HTTP API requests by status code.
   void CountApiRequest(int http_status);
-
-  // Prometheus text exposition of the whole registry.
-  std::string Serialize() const;
 
   // Hot-path handles, resolved once at construction.
   prometheus::Counter& bytes_sent;        // dwcp_v3_bytes_transferred_total{direction="sent"}
@@ -59,14 +114,26 @@ class Metrics {
   prometheus::Counter& wire_received;     // ...{direction="received"}
   prometheus::Counter& pages_zero;        // dwcp_v3_hde_pages_total{encoding="zero"}
   prometheus::Counter& pages_raw;         // dwcp_v3_hde_pages_total{encoding="raw"}
+  prometheus::Counter& hde_input_bytes;   // dwcp_v3_hde_input_bytes_total
+  prometheus::Counter& hde_output_bytes;  // dwcp_v3_hde_output_bytes_total
+  prometheus::Histogram& compression_v3;  // dwcp_v3_compression_ratio{algorithm="zero"}
+  prometheus::Histogram& compression_v1;  // dwcp_v3_compression_ratio{algorithm="none"}
+  prometheus::Histogram& encode_latency;  // dwcp_v3_component_latency_seconds{hde,encode_batch}
+  prometheus::Histogram& commit_latency;  // dwcp_v3_component_latency_seconds{acp,commit}
+  prometheus::Histogram& store_latency;   // dwcp_v3_acp_store_latency_seconds
   prometheus::Gauge& throughput;          // dwcp_v3_throughput_bytes_per_second{transport="tcp"}
+  prometheus::Gauge& amst_throughput;     // dwcp_v3_amst_throughput_bytes_per_second{transport}
+  prometheus::Gauge& amst_streams;        // dwcp_v3_amst_active_streams{transport="tcp"}
   prometheus::Gauge& active_connections;  // dwcp_v3_active_connections
   prometheus::Gauge& migrations_out;      // dwcp_v3_active_migrations{direction="outgoing"}
   prometheus::Gauge& migrations_in;       // dwcp_v3_active_migrations{direction="incoming"}
   prometheus::Gauge& vms_running;         // dwcp_v3_vms_running
+  prometheus::Gauge& cpu_percent;         // dwcp_v3_resource_utilization_percent{cpu}
+  prometheus::Gauge& memory_percent;      // ...{resource_type="memory"}
+  prometheus::Gauge& tasks_percent;       // ...{resource_type="goroutines"}
+  prometheus::Gauge& tasks;               // dwcp_v3_coroutine_tasks
   prometheus::Histogram& downtime;        // dwcp_v3_migration_downtime_seconds
   prometheus::Histogram& rounds;          // dwcp_v3_migration_rounds
-  prometheus::Histogram& commit_latency;  // dwcp_v3_component_latency_seconds{acp,commit}
 
  private:
   explicit Metrics(std::shared_ptr<prometheus::Registry> registry);
@@ -76,6 +143,10 @@ class Metrics {
   prometheus::Family<prometheus::Counter>* api_family_;
   std::array<std::array<prometheus::Counter*, 2>, kMigrationResultCount> migrations_{};
   std::array<prometheus::Histogram*, kComponentCount> latency_{};
+  prometheus::Family<prometheus::Gauge>* health_family_;
+  std::array<std::atomic<prometheus::Gauge*>, kComponentCount> health_{};
+  mutable std::mutex collectables_mu_;
+  std::vector<std::shared_ptr<prometheus::Collectable>> collectables_;
 };
 
 }  // namespace dwcp::obs
