@@ -14,6 +14,8 @@ packages=(
   libspdlog-dev libfmt-dev nlohmann-json3-dev libyaml-cpp-dev libcli11-dev
   libeigen3-dev libsqlite3-dev sqlite3
   libgtest-dev libgmock-dev libbenchmark-dev
+  # real components the tests start (promtool checks the exposition)
+  prometheus
   # tools the tests and demo use
   curl procps iproute2 python3
 )

@@ -275,6 +275,13 @@ Metrics::Metrics(std::shared_ptr<prometheus::Registry> r)
                      double out = hde_output_bytes.Value();
                      return out > 0 ? hde_input_bytes.Value() / out : 0.0;
                    });
+  AddComputedGauge("dwcp_v3_hde_compression_ratio_percent",
+                   "Share of guest bytes HDE saved on the wire over every batch it encoded on "
+                   "this node: 100 * (1 - encoded / input)",
+                   [this] {
+                     double in = hde_input_bytes.Value();
+                     return in > 0 ? 100.0 * (1.0 - hde_output_bytes.Value() / in) : 0.0;
+                   });
 }
 
 prometheus::Family<prometheus::Counter>& Metrics::CounterFamily(std::optional<Component> c,

@@ -70,20 +70,15 @@ double MetricValue(const std::string& text, const std::string& name, const std::
     auto space = line.rfind(' ');
     if (space == std::string::npos) continue;
     std::string series = line.substr(0, space);
-    std::string want_prefix = name + (labels.empty() ? "" : "{");
-    if (labels.empty()) {
-      if (series != name) continue;
-    } else {
-      if (series.rfind(want_prefix, 0) != 0) continue;
-      // Every requested label must appear in the series.
-      bool all = true;
-      std::istringstream ls(labels);
-      std::string one;
-      while (std::getline(ls, one, ',')) {
-        if (series.find(one) == std::string::npos) all = false;
-      }
-      if (!all) continue;
+    if (series != name && series.rfind(name + "{", 0) != 0) continue;
+    // Every requested label must appear in the series.
+    bool all = true;
+    std::istringstream ls(labels);
+    std::string one;
+    while (std::getline(ls, one, ',')) {
+      if (series.find(one) == std::string::npos) all = false;
     }
+    if (!all) continue;
     sum += std::stod(line.substr(space + 1));
     found = true;
   }

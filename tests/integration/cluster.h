@@ -23,7 +23,7 @@ HttpReply HttpGet(uint16_t port, const std::string& path);
 HttpReply HttpPost(uint16_t port, const std::string& path, const nlohmann::json& body);
 
 // Sums the samples of `name` in Prometheus text whose labels include every one of `labels`
-// (comma-separated as written, e.g. `direction="sent"`; empty: the unlabelled series).
+// (comma-separated as written, e.g. `direction="sent"`; empty: every series of `name`).
 // NaN if no series matches.
 double MetricValue(const std::string& exposition, const std::string& name,
                    const std::string& labels = "");
