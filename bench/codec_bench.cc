@@ -6,6 +6,7 @@
 
 #include "amst/frame.h"
 #include "hde/page_codec.h"
+#include "obs/metrics.h"
 #include "vm/synthetic_guest.h"
 
 namespace {
@@ -57,3 +58,21 @@ BENCHMARK(BM_Digest)->Unit(benchmark::kMillisecond);
 }  // namespace
 
 BENCHMARK_MAIN();
+
+// The metric updates the migration engine makes per 1 MiB page batch (counters, histograms
+// through kept references). Compare with BM_EncodeBatch: the ratio is the cost of metrics
+// on a migration's throughput.
+void BM_BatchMetrics(benchmark::State& state) {
+  dwcp::obs::Metrics metrics;
+  for (auto _ : state) {
+    metrics.encode_latency.Observe(0.0001);
+    metrics.bytes_sent.Increment(1 << 20);
+    metrics.hde_input_bytes.Increment(1 << 20);
+    metrics.hde_output_bytes.Increment(800000);
+    metrics.compression_v3.Observe(1.3);
+    metrics.pages_zero.Increment(60);
+    metrics.pages_raw.Increment(196);
+    metrics.wire_sent.Increment(800024);
+  }
+}
+BENCHMARK(BM_BatchMetrics);

@@ -8,6 +8,7 @@
 #include <cstdio>
 #include <fstream>
 #include <map>
+#include <sstream>
 #include <thread>
 
 #include <httplib.h>
@@ -104,6 +105,36 @@ TEST(ObservabilityTest, GuideMetricsExistAndMoveDuringAMigration) {
   int status = pclose(p);
   EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << std::string(buf, n);
   EXPECT_EQ(std::string(buf, n), "") << "promtool findings";
+
+  // Logs (guide 4.1, 4.3): one JSON object per line with the guide's fields, and the LogQL
+  // filters find what they describe.
+  int lines = 0, about_vm = 0;
+  bool completed = false;
+  for (const char* node : {"node-a", "node-b"}) {
+    std::istringstream log(c.ReadLog(node));
+    std::string line;
+    while (std::getline(log, line)) {
+      json j = json::parse(line, nullptr, false);
+      ASSERT_FALSE(j.is_discarded()) << "not JSON: " << line;
+      ++lines;
+      for (const char* field : {"timestamp", "level", "component", "message"}) {
+        EXPECT_TRUE(j.contains(field)) << field << " missing: " << line;
+      }
+      EXPECT_TRUE(j["level"] == "debug" || j["level"] == "info" || j["level"] == "warn" ||
+                  j["level"] == "error" || j["level"] == "fatal") << line;
+      if (j.value("vm_id", "") != "vm-12345") continue;  // | json | vm_id="vm-12345"
+      ++about_vm;
+      if (j["message"] == "Migration completed") {
+        completed = true;
+        EXPECT_GT(j["latency_ms"].get<double>(), 500);  // | json | latency_ms > 500
+        EXPECT_GT(j["throughput_gbps"].get<double>(), 0);
+        EXPECT_EQ(j["component"], "migration");
+      }
+    }
+  }
+  EXPECT_GT(lines, 4);
+  EXPECT_GE(about_vm, 4);  // created, started, receiving, completed, resumed
+  EXPECT_TRUE(completed);
 }
 
 TEST(ObservabilityTest, ComponentEndpointsAndSummary) {
