@@ -10,6 +10,7 @@
 #include <memory>
 
 #include "common/clock.h"
+#include "obs/trace/tracer.h"
 
 namespace dwcp::obs {
 namespace {
@@ -103,6 +104,12 @@ void Log(LogLevel level, std::string_view component, std::string_view message,
   if (!s.node_id.empty()) line["node_id"] = s.node_id;
   if (fields.is_object()) {
     for (auto it = fields.begin(); it != fields.end(); ++it) line[it.key()] = it.value();
+  }
+  if (!line.contains("trace_id")) {
+    if (auto ctx = trace::ActiveSpanContext()) {
+      line["trace_id"] = ctx->TraceIdHex();
+      line["span_id"] = ctx->SpanIdHex();
+    }
   }
   s.logger->info(line.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace));
 }
