@@ -10,6 +10,7 @@
 #include "amst/connection.h"
 #include "hde/page_codec.h"
 #include "obs/log.h"
+#include "obs/trace/tracer.h"
 #include "vm/synthetic_guest.h"
 
 namespace dwcp::migration {
@@ -94,6 +95,7 @@ struct MigrationEngine::Active {
 };
 
 struct MigrationEngine::Outgoing : Active {
+  obs::trace::Span root;  // migrate_vm, from admission to the end
   acp::MigrationRecord record;
   acp::VmRecord vm_before;  // the VM record as marked migrating
   std::shared_ptr<vm::Guest> guest;
@@ -111,14 +113,20 @@ IncomingGuestFactory SyntheticIncomingGuests() {
 
 MigrationEngine::MigrationEngine(EngineConfig config, acp::StateStore& store, vm::VmTable& vms,
                                  obs::Metrics& metrics, Clock& clock, asio::io_context& io,
-                                 IncomingGuestFactory incoming_guests)
+                                 IncomingGuestFactory incoming_guests, obs::trace::Tracer* tracer)
     : config_(std::move(config)),
       store_(store),
       vms_(vms),
       metrics_(metrics),
       clock_(clock),
       io_(io),
-      incoming_guests_(std::move(incoming_guests)) {}
+      incoming_guests_(std::move(incoming_guests)),
+      tracer_(tracer) {}
+
+obs::trace::Span MigrationEngine::StartSpan(std::string_view name, std::string_view component,
+                                            const obs::trace::SpanContext* parent) {
+  return tracer_ ? tracer_->StartSpan(name, component, parent) : obs::trace::Span();
+}
 
 MigrationEngine::~MigrationEngine() { Shutdown(Ms(5000)); }
 
@@ -258,10 +266,27 @@ Result<acp::MigrationRecord> MigrationEngine::Start(const MigrationRequest& req)
   m->request = req;
   m->dest_address = dest->data_address;
 
+  m->root = StartSpan("migrate_vm", "migration", nullptr);
+  m->root.SetAttribute("vm.id", req.vm_id);
+  m->root.SetAttribute("migration.id", m->record.id);
+  m->root.SetAttribute("source.node", config_.node_id);
+  m->root.SetAttribute("destination.node", req.dest_node);
+  m->root.SetAttribute("memory_bytes", vm->memory_bytes);
+  m->root.SetAttribute("phase", acp::kPhasePending);
+
   acp::VmRecord desired = *vm;
   desired.state = acp::kVmMigrating;
   desired.migration_id = m->record.id;
-  DWCP_RETURN_IF_ERROR(store_.CompareAndSwapVm(*vm, desired, &m->record));
+  {
+    auto span = StartSpan("acp_consensus", "acp", &m->root.context());
+    span.SetAttribute("operation", "mark_migrating");
+    Status st = store_.CompareAndSwapVm(*vm, desired, &m->record);
+    if (!st.ok()) {
+      span.SetError(st.ToString());
+      m->root.SetError(st.ToString());
+      return st;
+    }
+  }
   m->vm_before = desired;
 
   Register(m);
@@ -269,6 +294,7 @@ Result<acp::MigrationRecord> MigrationEngine::Start(const MigrationRequest& req)
   obs::LogInfo("migration", "migration started",
                {{"vm_id", req.vm_id},
                 {"migration_id", m->record.id},
+                {"trace_id", m->root.context().valid() ? m->root.context().TraceIdHex() : ""},
                 {"source", config_.node_id},
                 {"destination", req.dest_node},
                 {"memory_bytes", vm->memory_bytes}});
@@ -298,6 +324,10 @@ awaitable<void> MigrationEngine::RunOutgoing(std::shared_ptr<Outgoing> m) {
   uint64_t logical_sent = 0;    // VM bytes sent in all rounds
   double transfer_seconds = 0;  // time spent sending pages (for the bandwidth estimate)
   std::shared_ptr<amst::Connection> conn;
+  const obs::trace::SpanContext root_ctx = m->root.context();
+  const std::string trace_id = root_ctx.valid() ? root_ctx.TraceIdHex() : "";
+  obs::trace::Span transfer;  // transfer_data: every round, pre-copy and stop-and-copy
+  obs::trace::Span step;      // the current step's span, failed with the migration
 
   // Writes progress to the store at most four times a second (or when forced).
   auto progress = [&](bool force_write) {
@@ -324,6 +354,11 @@ awaitable<void> MigrationEngine::RunOutgoing(std::shared_ptr<Outgoing> m) {
     back.migration_id.clear();
     rec.phase = aborted ? acp::kPhaseAborted : acp::kPhaseFailed;
     rec.error = why.message();
+    if (step.recording()) step.SetError(why.ToString());
+    if (transfer.recording()) transfer.SetError(why.ToString());
+    m->root.SetError(why.ToString());
+    m->root.SetAttribute("phase", rec.phase);
+    m->root.SetAttribute("rounds", rec.round);
     rec.finished_ms = clock_.WallMillis();
     rec.total_ms = Seconds(clock_.Now() - t_start) * 1e3;
     Status st;
@@ -360,6 +395,7 @@ awaitable<void> MigrationEngine::RunOutgoing(std::shared_ptr<Outgoing> m) {
     obs::LogError("migration", aborted ? "migration aborted" : "migration failed",
                   {{"vm_id", rec.vm_id},
                    {"migration_id", rec.id},
+                   {"trace_id", trace_id},
                    {"error", why.ToString()},
                    {"latency_ms", rec.total_ms},
                    {"round", rec.round},
@@ -367,11 +403,17 @@ awaitable<void> MigrationEngine::RunOutgoing(std::shared_ptr<Outgoing> m) {
   };
 
   auto finish = [&] {
+    step.End();
+    transfer.End();
+    m->root.End();
     metrics_.migrations_out.Decrement();
     Unregister(m->key);
   };
 
   // --- connect and handshake
+  step = StartSpan("amst_connect", "amst", &root_ctx);
+  step.SetAttribute("peer.address", m->dest_address);
+  step.SetAttribute("transport", "tcp");
   {
     std::string host;
     uint16_t port = 0;
@@ -430,8 +472,14 @@ awaitable<void> MigrationEngine::RunOutgoing(std::shared_ptr<Outgoing> m) {
     for (uint32_t v : config_.protocols) {
       if (v <= m->request.protocol) hello.mutable_hello()->add_versions(v);
     }
+    SteadyTime sent_at = clock_.Now();
     st = co_await send_ctl(hello);
     auto ack = co_await recv_ctl(config_.io_timeout);
+    // The handshake's round trip classifies the link (AMST refines this with measurements).
+    double rtt_ms = Seconds(clock_.Now() - sent_at) * 1e3;
+    const char* mode = rtt_ms < 2 ? "datacenter" : rtt_ms < 30 ? "hybrid" : "internet";
+    step.SetAttribute("net.rtt_ms", rtt_ms);
+    m->root.SetAttribute("mode", mode);
     if (st.ok()) st = expect(ack, wire::Control::kHelloAck);
     if (st.ok() && ack->hello_ack().version() == 0) {
       st = FailedPrecondition("no common protocol version: " + ack->hello_ack().error());
@@ -442,6 +490,7 @@ awaitable<void> MigrationEngine::RunOutgoing(std::shared_ptr<Outgoing> m) {
     }
     conn->set_protocol(static_cast<uint8_t>(ack->hello_ack().version()));
     rec.protocol = "v" + std::to_string(conn->protocol());
+    m->root.SetAttribute("protocol", rec.protocol);
   }
   {
     wire::Control begin;
@@ -454,6 +503,7 @@ awaitable<void> MigrationEngine::RunOutgoing(std::shared_ptr<Outgoing> m) {
     b->set_seed(guest.spec().seed);
     b->set_epoch(m->vm_before.epoch);
     b->set_source_node(config_.node_id);
+    if (root_ctx.valid()) b->set_traceparent(root_ctx.ToTraceparent());
     st = co_await send_ctl(begin);
     auto ready = co_await recv_ctl(config_.io_timeout);
     if (st.ok()) st = expect(ready, wire::Control::kReady);
@@ -474,9 +524,24 @@ awaitable<void> MigrationEngine::RunOutgoing(std::shared_ptr<Outgoing> m) {
   asio::steady_timer pacer(co_await asio::this_coro::executor);
   std::vector<uint64_t> pages;
 
-  // Sends `pages` as one round; pacing to the bandwidth limit.
-  auto send_round = [&](uint32_t round, bool all_pages) -> awaitable<Status> {
+  // Sends `pages` as one round; pacing to the bandwidth limit. Rounds 1..kTracedRounds and
+  // the stop-and-copy round get amst_transfer + hde_compress spans; the rest are counted on
+  // transfer_data, so a trace stays under 50 spans whatever the round count.
+  constexpr uint32_t kTracedRounds = 10;
+  auto send_round = [&](uint32_t round, bool all_pages, bool last) -> awaitable<Status> {
     uint64_t count = all_pages ? guest.page_count() : pages.size();
+    obs::trace::Span round_span, hde_span;
+    if (round <= kTracedRounds || last) {
+      round_span = StartSpan("amst_transfer", "amst", &transfer.context());
+      round_span.SetAttribute("round", round);
+      round_span.SetAttribute("pages", count);
+      round_span.SetAttribute("stop_and_copy", last);
+      hde_span = StartSpan("hde_compress", "hde", &round_span.context());
+      hde_span.SetAttribute("algorithm", conn->protocol() >= 3 ? "zero" : "none");
+    }
+    const uint64_t logical_before = logical_sent, wire_before = conn->wire_bytes_sent();
+    double encode_total = 0;
+    uint64_t zero_pages = 0;
     wire::Control rb;
     rb.mutable_round_begin()->set_round(round);
     rb.mutable_round_begin()->set_pages(count);
@@ -494,6 +559,8 @@ awaitable<void> MigrationEngine::RunOutgoing(std::shared_ptr<Outgoing> m) {
       auto payload = encoder.Finish();
       double encode_seconds = Seconds(clock_.Now() - e0);
       shares.hde += encode_seconds;
+      encode_total += encode_seconds;
+      zero_pages += encoder.stats().zero_pages;
       metrics_.encode_latency.Observe(encode_seconds);
       {
         ScopedTime t(clock_, &shares.amst);
@@ -530,15 +597,25 @@ awaitable<void> MigrationEngine::RunOutgoing(std::shared_ptr<Outgoing> m) {
       }
     }
     transfer_seconds += Seconds(clock_.Now() - t0);
+    const uint64_t logical = logical_sent - logical_before;
+    const uint64_t wire = conn->wire_bytes_sent() - wire_before;
+    hde_span.SetAttribute("encode_seconds", encode_total);
+    hde_span.SetAttribute("zero_pages", zero_pages);
+    hde_span.SetAttribute("ratio", wire > 0 ? double(logical) / double(wire) : 0.0);
+    hde_span.End();
+    round_span.SetAttribute("bytes", logical);
+    round_span.SetAttribute("wire_bytes", wire);
     co_return Status::Ok();
   };
 
+  step.End();
+  transfer = StartSpan("transfer_data", "migration", &root_ctx);
   rec.phase = acp::kPhasePrecopy;
   progress(true);
   guest.StartDirtyLog();
   uint32_t round = 1;
   rec.round = round;
-  st = co_await send_round(round, /*all_pages=*/true);
+  st = co_await send_round(round, /*all_pages=*/true, /*last=*/false);
   if (st.ok()) {
     // Warm the guest's page-hash cache while it still runs, so the digest at the pause only
     // re-hashes the pages written after this point.
@@ -569,7 +646,7 @@ awaitable<void> MigrationEngine::RunOutgoing(std::shared_ptr<Outgoing> m) {
     rec.round = round;
     pages.clear();
     guest.CollectDirtyPages(&pages);
-    st = co_await send_round(round, false);
+    st = co_await send_round(round, false, false);
   }
   if (!st.ok()) {
     co_await abort_out(st);
@@ -586,12 +663,17 @@ awaitable<void> MigrationEngine::RunOutgoing(std::shared_ptr<Outgoing> m) {
   rec.round = round;
   pages.clear();
   guest.CollectDirtyPages(&pages);
-  st = co_await send_round(round, false);
+  st = co_await send_round(round, false, true);
+  transfer.SetAttribute("rounds", round);
+  transfer.SetAttribute("bytes", logical_sent);
+  transfer.End();
   std::string digest;
   if (st.ok()) {
     {
+      step = StartSpan("hde_digest", "hde", &root_ctx);
       ScopedTime t(clock_, &shares.hde);
       digest = guest.Digest();
+      step.SetAttribute("digest", digest);
     }
     rec.source_digest = digest;
     wire::Control done;
@@ -602,6 +684,7 @@ awaitable<void> MigrationEngine::RunOutgoing(std::shared_ptr<Outgoing> m) {
   }
   Result<wire::Control> verified = Status(Internal("unset"));
   if (st.ok()) {
+    step = StartSpan("await_verification", "hde", &root_ctx);
     verified = co_await recv_ctl(config_.verify_timeout);
     st = expect(verified, wire::Control::kVerified);
   }
@@ -626,6 +709,9 @@ awaitable<void> MigrationEngine::RunOutgoing(std::shared_ptr<Outgoing> m) {
   moved.state = acp::kVmRunning;
   moved.migration_id.clear();
   moved.epoch = m->vm_before.epoch + 1;
+  step = StartSpan("acp_consensus", "acp", &root_ctx);
+  step.SetAttribute("operation", "commit_ownership");
+  step.SetAttribute("epoch", moved.epoch);
   {
     ScopedTime t(clock_, &shares.acp);
     SteadyTime c0 = clock_.Now();
@@ -647,6 +733,7 @@ awaitable<void> MigrationEngine::RunOutgoing(std::shared_ptr<Outgoing> m) {
   vms_.Remove(rec.vm_id);
   metrics_.vms_running.Set(static_cast<double>(vms_.size()));
 
+  step = StartSpan("resume_vm", "migration", &root_ctx);
   wire::Control commit;
   commit.mutable_commit()->set_epoch(moved.epoch);
   st = co_await send_ctl(commit);
@@ -663,7 +750,9 @@ awaitable<void> MigrationEngine::RunOutgoing(std::shared_ptr<Outgoing> m) {
                  {{"vm_id", rec.vm_id}, {"migration_id", rec.id}, {"error", st.ToString()}});
     metrics_.CountError(obs::Component::kAmst, "resume_unconfirmed", "warning");
     rec.error = "destination did not confirm resume: " + st.message();
+    step.SetError(rec.error);
   }
+  step.End();
   rec.phase = acp::kPhaseCompleted;
   rec.finished_ms = clock_.WallMillis();
   rec.total_ms = Seconds(clock_.Now() - t_start) * 1e3;
@@ -677,9 +766,15 @@ awaitable<void> MigrationEngine::RunOutgoing(std::shared_ptr<Outgoing> m) {
   metrics_.migration_latency(shares.Dominant()).Observe(rec.total_ms / 1e3);
   metrics_.downtime.Observe(rec.downtime_ms / 1e3);
   metrics_.rounds.Observe(round);
+  m->root.SetAttribute("phase", rec.phase);
+  m->root.SetAttribute("rounds", round);
+  m->root.SetAttribute("downtime_ms", rec.downtime_ms);
+  m->root.SetAttribute("bytes_transferred", rec.bytes_transferred);
+  m->root.SetAttribute("network_bytes", rec.network_bytes);
   obs::LogInfo("migration", "Migration completed",
                {{"vm_id", rec.vm_id},
                 {"migration_id", rec.id},
+                {"trace_id", trace_id},
                 {"destination", rec.dest_node},
                 {"latency_ms", rec.total_ms},
                 {"downtime_ms", rec.downtime_ms},
@@ -707,6 +802,8 @@ awaitable<void> MigrationEngine::ServeIncoming(std::shared_ptr<amst::Connection>
   bool counted = false;
   std::shared_ptr<vm::Guest> guest;
   bool verified = false;
+  obs::trace::Span span;  // receive_migration, continuing the source's trace
+  std::string trace_id;
 
   // Logs and counts a failed incoming migration (or a bad connection) and discards state.
   auto reject = [&](const Status& why) {
@@ -715,9 +812,11 @@ awaitable<void> MigrationEngine::ServeIncoming(std::shared_ptr<amst::Connection>
     metrics_.CountError(protocol ? obs::Component::kAmst : ComponentOfError(why.code()),
                         protocol ? "protocol" : StatusCodeName(why.code()),
                         protocol ? "critical" : "warning");
+    span.SetError(why.ToString());
     obs::LogError(protocol ? "amst" : "migration",
                   protocol ? "closing connection after a bad frame" : "incoming migration failed",
                   {{"peer", conn->peer()},
+                   {"trace_id", trace_id},
                    {"error", why.ToString()},
                    {"vm_id", vm_id},
                    {"migration_id", migration_id}});
@@ -769,6 +868,15 @@ awaitable<void> MigrationEngine::ServeIncoming(std::shared_ptr<amst::Connection>
   migration_id = b.migration_id();
   source_node = b.source_node();
   epoch = b.epoch();
+  {
+    auto remote = obs::trace::SpanContext::FromTraceparent(b.traceparent());
+    span = StartSpan("receive_migration", "migration", remote ? &*remote : nullptr);
+    span.SetAttribute("vm.id", vm_id);
+    span.SetAttribute("migration.id", migration_id);
+    span.SetAttribute("source.node", source_node);
+    span.SetAttribute("destination.node", config_.node_id);
+    if (span.context().valid()) trace_id = span.context().TraceIdHex();
+  }
   metrics_.migrations_in.Increment();
   counted = true;
 
@@ -818,6 +926,7 @@ awaitable<void> MigrationEngine::ServeIncoming(std::shared_ptr<amst::Connection>
   obs::LogInfo("migration", "receiving vm",
                {{"vm_id", vm_id},
                 {"migration_id", migration_id},
+                {"trace_id", trace_id},
                 {"source", source_node},
                 {"memory_bytes", b.memory_bytes()},
                 {"protocol", "v" + std::to_string(version)}});
@@ -874,8 +983,12 @@ awaitable<void> MigrationEngine::ServeIncoming(std::shared_ptr<amst::Connection>
     }
   }
   if (warm_digest.valid()) warm_digest.wait();
+  span.SetAttribute("rounds", current_round);
   if (st.ok()) {
+    auto verify_span = StartSpan("hde_verify", "hde", &span.context());
     std::string digest = guest->Digest();
+    verify_span.SetAttribute("digest", digest);
+    if (digest != source_digest) verify_span.SetError("content digest mismatch");
     verified = digest == source_digest;
     wire::Control v;
     v.mutable_verified()->set_ok(verified);
@@ -908,11 +1021,15 @@ awaitable<void> MigrationEngine::ServeIncoming(std::shared_ptr<amst::Connection>
   bool resume = false;
   if (verified) resume = ResolveInDoubt(vm_id, migration_id, source_node, epoch);
   if (resume) {
+    auto resume_span = StartSpan("resume_vm", "migration", &span.context());
     vms_.Add(vm_id, guest, epoch + 1);
     guest->Resume();
     metrics_.vms_running.Set(static_cast<double>(vms_.size()));
     obs::LogInfo("migration", "vm resumed on destination",
-                 {{"vm_id", vm_id}, {"migration_id", migration_id}, {"epoch", epoch + 1}});
+                 {{"vm_id", vm_id},
+                  {"migration_id", migration_id},
+                  {"trace_id", trace_id},
+                  {"epoch", epoch + 1}});
     if (commit_received) {
       wire::Control r;
       r.mutable_resumed()->set_ok(true);

@@ -29,6 +29,11 @@
 namespace dwcp::amst {
 class Connection;
 }
+namespace dwcp::obs::trace {
+class Tracer;
+class Span;
+struct SpanContext;
+}  // namespace dwcp::obs::trace
 
 namespace dwcp::migration {
 
@@ -67,7 +72,8 @@ class MigrationEngine {
  public:
   MigrationEngine(EngineConfig config, acp::StateStore& store, vm::VmTable& vms,
                   obs::Metrics& metrics, Clock& clock, asio::io_context& io,
-                  IncomingGuestFactory incoming_guests = SyntheticIncomingGuests());
+                  IncomingGuestFactory incoming_guests = SyntheticIncomingGuests(),
+                  obs::trace::Tracer* tracer = nullptr);
   ~MigrationEngine();
 
   // Validates the request, records the migration and marks the VM migrating in one store
@@ -103,6 +109,10 @@ class MigrationEngine {
   bool ResolveInDoubt(const std::string& vm_id, const std::string& migration_id,
                       const std::string& source_node, uint64_t epoch);
 
+  // A span from the tracer, or a no-op span without one.
+  obs::trace::Span StartSpan(std::string_view name, std::string_view component,
+                             const obs::trace::SpanContext* parent);
+
   void Register(const std::shared_ptr<Active>& a);
   void Unregister(const std::string& id);
 
@@ -113,6 +123,7 @@ class MigrationEngine {
   Clock& clock_;
   asio::io_context& io_;
   IncomingGuestFactory incoming_guests_;
+  obs::trace::Tracer* tracer_;
   std::unique_ptr<asio::ip::tcp::acceptor> acceptor_;
   uint16_t listen_port_ = 0;
 

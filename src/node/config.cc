@@ -97,6 +97,10 @@ Status LoadYamlConfig(const std::string& path, NodeConfig* c) {
       DWCP_RETURN_IF_ERROR(ReadScalar(v, key, &c->on_round_limit));
     } else if (key == "io_threads") {
       DWCP_RETURN_IF_ERROR(ReadScalar(v, key, &c->io_threads));
+    } else if (key == "tracing") {
+      DWCP_RETURN_IF_ERROR(ReadScalar(v, key, &c->tracing));
+    } else if (key == "otlp_endpoint") {
+      DWCP_RETURN_IF_ERROR(ReadScalar(v, key, &c->otlp_endpoint));
     } else if (key == "max_tasks") {
       DWCP_RETURN_IF_ERROR(ReadScalar(v, key, &c->max_tasks));
     } else if (key == "sampling") {
@@ -188,6 +192,12 @@ Status ValidateNodeConfig(NodeConfig* c) {
   if (c->on_round_limit != "force" && c->on_round_limit != "abort") {
     return InvalidArgument("--on-round-limit must be 'force' or 'abort'");
   }
+  if (c->tracing) {
+    std::string otlp_host;
+    uint16_t otlp_port = 0;
+    Status otlp = amst::SplitHostPort(c->otlp_endpoint, &otlp_host, &otlp_port);
+    if (!otlp.ok()) return InvalidArgument("--otlp-endpoint: " + otlp.message());
+  }
   if (c->max_tasks < 1 || c->max_tasks > 1'000'000) {
     return InvalidArgument("--max-tasks must be between 1 and 1000000");
   }
@@ -242,6 +252,11 @@ Result<NodeConfig> ParseNodeConfig(int argc, char** argv, bool* exit_now) {
                  "At the round limit: 'force' switchover or 'abort'")
       ->capture_default_str();
   app.add_option("--io-threads", flags.io_threads, "Network threads")->capture_default_str();
+  app.add_option("--tracing", flags.tracing, "Export traces over OTLP/gRPC (true/false)")
+      ->capture_default_str();
+  app.add_option("--otlp-endpoint", flags.otlp_endpoint,
+                 "OpenTelemetry Collector for traces: HOST:PORT")
+      ->capture_default_str();
   app.add_option("--max-tasks", flags.max_tasks,
                  "Coroutine task limit; new migrations are refused beyond it")
       ->capture_default_str();
@@ -276,6 +291,8 @@ Result<NodeConfig> ParseNodeConfig(int argc, char** argv, bool* exit_now) {
   if (given("--on-round-limit")) config.on_round_limit = flags.on_round_limit;
   if (given("--io-threads")) config.io_threads = flags.io_threads;
   if (given("--max-tasks")) config.max_tasks = flags.max_tasks;
+  if (given("--tracing")) config.tracing = flags.tracing;
+  if (given("--otlp-endpoint")) config.otlp_endpoint = flags.otlp_endpoint;
   if (given("--downtime-budget")) {
     auto ms = ParseDurationMillis(downtime);
     if (!ms.ok()) return Status(InvalidArgument("--downtime-budget: " + ms.status().message()));

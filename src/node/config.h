@@ -10,8 +10,7 @@
 
 namespace dwcp::node {
 
-// The guide's `sampling:` block (section 3.3). Parsed and validated; tracing itself is not
-// in this build yet, so dwcpd warns when the block is present.
+// The guide's `sampling:` block (section 3.3), applied to the tracer (docs/tracing.md).
 struct SamplingConfig {
   std::string type = "probabilistic";
   double param = 0.1;
@@ -46,6 +45,8 @@ struct NodeConfig {
   std::string on_round_limit = "force";  // force | abort
   uint32_t io_threads = 4;
   uint32_t max_tasks = 4096;              // coroutine task limit (the "goroutines" 100%)
+  bool tracing = true;                    // export spans over OTLP/gRPC
+  std::string otlp_endpoint = "localhost:4317";  // the OpenTelemetry Collector
   SamplingConfig sampling;
   ProfilingConfig profiling;
 

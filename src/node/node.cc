@@ -12,6 +12,7 @@
 #include "api/api_server.h"
 #include "obs/log.h"
 #include "obs/process_metrics.h"
+#include "obs/trace/tracer.h"
 #include "vm/synthetic_guest.h"
 
 namespace dwcp::node {
@@ -69,13 +70,27 @@ Status Node::Init() {
   if (!store.ok()) return store.status();
   store_ = std::move(store).value();
 
+  if (config_.tracing) {
+    obs::trace::TracerConfig tc;
+    tc.endpoint = config_.otlp_endpoint;
+    tc.node_id = config_.node_id;
+    tc.service_version = kVersion;
+    tc.resource_attributes = {{"dwcp.region", config_.region}};
+    tc.sampling.type = config_.sampling.type;
+    tc.sampling.param = config_.sampling.param;
+    tc.sampling.always_sample = config_.sampling.always_sample;
+    DWCP_RETURN_IF_ERROR(tc.Validate());
+    tracer_ = std::make_unique<obs::trace::Tracer>(tc, &metrics_);
+  }
+
   migration::EngineConfig ec;
   ec.node_id = config_.node_id;
   ec.downtime_budget_ms = config_.downtime_budget_ms;
   ec.max_rounds = config_.max_rounds;
   ec.force_on_round_limit = config_.on_round_limit == "force";
   ec.max_tasks = config_.max_tasks;
-  engine_ = std::make_unique<migration::MigrationEngine>(ec, *store_, vms_, metrics_, clock_, io_);
+  engine_ = std::make_unique<migration::MigrationEngine>(
+      ec, *store_, vms_, metrics_, clock_, io_, migration::SyntheticIncomingGuests(), tracer_.get());
 
   std::string host;
   uint16_t port = 0;
@@ -331,6 +346,7 @@ void Node::Stop() {
   for (auto& t : io_threads_) {
     if (t.joinable()) t.join();
   }
+  if (tracer_) tracer_->Shutdown();  // flush the last spans
   {
     std::lock_guard lock(stop_mu_);
     stopped_ = true;

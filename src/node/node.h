@@ -23,6 +23,9 @@
 namespace dwcp::api {
 class ApiServer;
 }
+namespace dwcp::obs::trace {
+class Tracer;
+}
 
 namespace dwcp::node {
 
@@ -83,6 +86,7 @@ class Node {
   NodeConfig config_;
   Clock& clock_;
   obs::Metrics metrics_;
+  std::unique_ptr<obs::trace::Tracer> tracer_;  // null when tracing is off
   std::unique_ptr<acp::StateStore> store_;
   vm::VmTable vms_;
   asio::io_context io_;
