@@ -16,12 +16,18 @@ $(BUILD_DIR)/build.ninja:
 build: deps $(BUILD_DIR)/build.ninja
 	cmake --build $(BUILD_DIR) -j $(JOBS)
 
+# The S3-compatible server the continuous-profiling tests upload to (npm, locked); installed
+# only when missing.
+S3_TEST_SERVER := tools/s3-test-server
+$(S3_TEST_SERVER)/node_modules:
+	cd $(S3_TEST_SERVER) && npm ci --no-audit --no-fund
+
 # Every test: unit tests, then integration tests with real dwcpd processes.
-test: build
+test: build | $(S3_TEST_SERVER)/node_modules
 	cd $(BUILD_DIR) && ctest --output-on-failure --timeout 600 -j 2 -LE integration
 	cd $(BUILD_DIR) && ctest --output-on-failure --timeout 600 -L integration
 
-unit: build
+unit: build | $(S3_TEST_SERVER)/node_modules
 	cd $(BUILD_DIR) && ctest --output-on-failure -LE integration
 
 integration: build

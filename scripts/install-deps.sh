@@ -27,6 +27,15 @@ for p in "${packages[@]}"; do
   fi
 done
 
+# Node.js and npm run the test tools under tools/ (npm packages with lock files). Use the
+# machine's own when it has one; otherwise Debian's.
+if ! command -v npm >/dev/null 2>&1; then
+  packages+=(nodejs npm)
+  for p in nodejs npm; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+  done
+fi
+
 if [ ${#missing[@]} -eq 0 ]; then
   echo "install-deps: all ${#packages[@]} packages present"
   exit 0

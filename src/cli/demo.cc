@@ -282,8 +282,13 @@ void DemoRunner::PrintBanner(const std::string& dwcpd) {
   console_.Info("dwcp demo: " + std::to_string(children_.size()) + " nodes up (" + dwcpd +
                 ", data in " + options_.data_dir + ")");
   std::vector<std::vector<std::string>> rows;
-  for (const Child& c : children_) rows.push_back({c.node.id, c.node.api_url(), c.node.log_path});
-  std::string table = RenderTable({"NODE", "API and /metrics", "LOG (JSON lines)"}, rows);
+  for (const Child& c : children_) {
+    rows.push_back({c.node.id, c.node.api_url(),
+                    "http://127.0.0.1:" + std::to_string(c.node.pprof_port) + "/debug/pprof/",
+                    c.node.log_path});
+  }
+  std::string table =
+      RenderTable({"NODE", "API and /metrics", "PROFILES", "LOG (JSON lines)"}, rows);
   table.pop_back();
   console_.Info(table);
   std::string api = children_.front().node.api_url();
@@ -554,8 +559,11 @@ Result<std::vector<DemoNode>> PlanDemoNodes(int count, const std::string& data_d
     if (!api.ok()) return api.status();
     Result<int> data = PickPort(kDemoDataPortBase + i, ports, &used);
     if (!data.ok()) return data.status();
+    Result<int> pprof = PickPort(kDemoPprofPortBase + i, ports, &used);
+    if (!pprof.ok()) return pprof.status();
     node.api_port = *api;
     node.data_port = *data;
+    node.pprof_port = *pprof;
     node.data_dir = data_dir + "/" + node.id;
     node.log_path = data_dir + "/" + node.id + ".log";
     nodes.push_back(std::move(node));
@@ -574,6 +582,8 @@ std::vector<std::string> DwcpdArgs(const std::string& dwcpd, const DemoNode& nod
           "127.0.0.1:" + std::to_string(node.api_port),
           "--data-listen",
           "127.0.0.1:" + std::to_string(node.data_port),
+          "--pprof-listen",
+          "127.0.0.1:" + std::to_string(node.pprof_port),
           "--advertise-host",
           "127.0.0.1",
           "--data-dir",

@@ -50,11 +50,13 @@ class LoopbackPortProber final : public PortProber {
 
 inline constexpr int kDemoApiPortBase = 8080;
 inline constexpr int kDemoDataPortBase = 7070;
+inline constexpr int kDemoPprofPortBase = 6060;
 
 struct DemoNode {
   std::string id;        // node-a
   int api_port = 0;      // 127.0.0.1:api_port serves the API and /metrics
   int data_port = 0;     // 127.0.0.1:data_port receives migrations
+  int pprof_port = 0;    // 127.0.0.1:pprof_port serves /debug/pprof/
   std::string data_dir;  // <data-dir>/node-a
   std::string log_path;  // <data-dir>/node-a.log
   std::string api_url() const { return "http://127.0.0.1:" + std::to_string(api_port); }

@@ -6,8 +6,12 @@
 #include "node/config.h"
 #include "node/node.h"
 #include "obs/log.h"
+#include "obs/pprof/heap_profile.h"
 
 int main(int argc, char** argv) {
+  // tcmalloc reads its heap-sampling period only at start: this re-executes dwcpd once with
+  // it set (docs/profiling.md). Must run before any thread exists.
+  dwcp::Status heap_sampling = dwcp::obs::pprof::EnableHeapSampling(argv);
   bool exit_now = false;
   auto config = dwcp::node::ParseNodeConfig(argc, argv, &exit_now);
   if (exit_now) return 0;
@@ -18,14 +22,9 @@ int main(int argc, char** argv) {
   dwcp::obs::LogLevel level = dwcp::obs::LogLevel::kInfo;
   dwcp::obs::ParseLogLevel(config->log_level, &level);
   dwcp::obs::ConfigureLogging(level, config->node_id, config->log_file);
-  if (config->sampling.present) {
-    dwcp::obs::LogWarn("node",
-                       "the sampling: block is accepted but tracing is not in this build yet");
-  }
-  if (config->profiling.enabled) {
-    dwcp::obs::LogWarn("node",
-                       "profiling.enabled is accepted but continuous profiling is not in "
-                       "this build yet");
+  if (!heap_sampling.ok()) {
+    dwcp::obs::LogWarn("node", "heap profiles are off: cannot enable tcmalloc sampling",
+                       {{"error", heap_sampling.ToString()}});
   }
 
   // Signals are taken by a dedicated thread so that shutdown runs outside signal context.

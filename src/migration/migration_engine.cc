@@ -10,6 +10,7 @@
 #include "amst/connection.h"
 #include "hde/page_codec.h"
 #include "obs/log.h"
+#include "obs/pprof/task_registry.h"
 #include "obs/trace/tracer.h"
 #include "vm/synthetic_guest.h"
 
@@ -183,6 +184,9 @@ Status MigrationEngine::Listen(const std::string& host, uint16_t port) {
 }
 
 awaitable<void> MigrationEngine::AcceptLoop() {
+  auto task = obs::pprof::TaskRegistry::Global().Register(
+      "amst.accept", "data listener :" + std::to_string(listen_port_));
+  task.SetState("accepting");
   while (!stopping_) {
     auto [ec, socket] =
         co_await acceptor_->async_accept(asio::make_strand(io_), as_tuple(use_awaitable));
@@ -324,6 +328,9 @@ awaitable<void> MigrationEngine::RunOutgoing(std::shared_ptr<Outgoing> m) {
   uint64_t logical_sent = 0;    // VM bytes sent in all rounds
   double transfer_seconds = 0;  // time spent sending pages (for the bandwidth estimate)
   std::shared_ptr<amst::Connection> conn;
+  auto task = obs::pprof::TaskRegistry::Global().Register(
+      "migration.send", rec.vm_id + " " + rec.id + " -> " + rec.dest_node);
+  task.SetState("connecting");
   const obs::trace::SpanContext root_ctx = m->root.context();
   const std::string trace_id = root_ctx.valid() ? root_ctx.TraceIdHex() : "";
   obs::trace::Span transfer;  // transfer_data: every round, pre-copy and stop-and-copy
@@ -611,6 +618,7 @@ awaitable<void> MigrationEngine::RunOutgoing(std::shared_ptr<Outgoing> m) {
   step.End();
   transfer = StartSpan("transfer_data", "migration", &root_ctx);
   rec.phase = acp::kPhasePrecopy;
+  task.SetState("precopy round 1");
   progress(true);
   guest.StartDirtyLog();
   uint32_t round = 1;
@@ -644,6 +652,7 @@ awaitable<void> MigrationEngine::RunOutgoing(std::shared_ptr<Outgoing> m) {
     }
     ++round;
     rec.round = round;
+    task.SetState("precopy round " + std::to_string(round));
     pages.clear();
     guest.CollectDirtyPages(&pages);
     st = co_await send_round(round, false, false);
@@ -655,6 +664,7 @@ awaitable<void> MigrationEngine::RunOutgoing(std::shared_ptr<Outgoing> m) {
 
   // --- stop and copy
   rec.phase = acp::kPhaseSwitchover;
+  task.SetState("switchover: guest paused, sending the last pages");
   progress(true);
   guest.Pause();
   paused = true;
@@ -704,6 +714,7 @@ awaitable<void> MigrationEngine::RunOutgoing(std::shared_ptr<Outgoing> m) {
 
   // --- commit the ownership change (the point of no return)
   rec.phase = acp::kPhaseCommitting;
+  task.SetState("committing ownership");
   acp::VmRecord moved = m->vm_before;
   moved.node_id = rec.dest_node;
   moved.state = acp::kVmRunning;
@@ -791,6 +802,8 @@ awaitable<void> MigrationEngine::RunOutgoing(std::shared_ptr<Outgoing> m) {
 // Destination side.
 
 awaitable<void> MigrationEngine::ServeIncoming(std::shared_ptr<amst::Connection> conn) {
+  auto task = obs::pprof::TaskRegistry::Global().Register("migration.receive", conn->peer());
+  task.SetState("handshake");
   auto a = std::make_shared<Active>();
   a->key = "incoming-" + std::to_string(next_incoming_++);
   a->SetConnection(conn);
@@ -923,6 +936,7 @@ awaitable<void> MigrationEngine::ServeIncoming(std::shared_ptr<amst::Connection>
     done();
     co_return;
   }
+  task.SetState("receiving " + vm_id + " " + migration_id + " from " + source_node);
   obs::LogInfo("migration", "receiving vm",
                {{"vm_id", vm_id},
                 {"migration_id", migration_id},

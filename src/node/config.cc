@@ -87,6 +87,8 @@ Status LoadYamlConfig(const std::string& path, NodeConfig* c) {
       DWCP_RETURN_IF_ERROR(ReadScalar(v, key, &c->log_level));
     } else if (key == "log_file") {
       DWCP_RETURN_IF_ERROR(ReadScalar(v, key, &c->log_file));
+    } else if (key == "pprof_listen") {
+      DWCP_RETURN_IF_ERROR(ReadScalar(v, key, &c->pprof_listen));
     } else if (key == "api_token") {
       DWCP_RETURN_IF_ERROR(ReadScalar(v, key, &c->api_token));
     } else if (key == "downtime_budget") {
@@ -140,6 +142,22 @@ Status LoadYamlConfig(const std::string& path, NodeConfig* c) {
           DWCP_RETURN_IF_ERROR(ReadScalar(s->second, "profiling.goroutine", &p.goroutine));
         } else if (k == "storage") {
           DWCP_RETURN_IF_ERROR(ReadScalar(s->second, "profiling.storage", &p.storage));
+        } else if (k == "cpu_duration") {
+          DWCP_RETURN_IF_ERROR(ReadScalar(s->second, "profiling.cpu_duration", &p.cpu_duration));
+        } else if (k == "retention") {
+          if (!s->second.IsMap()) return InvalidArgument("profiling.retention must be a mapping");
+          for (auto r = s->second.begin(); r != s->second.end(); ++r) {
+            std::string rk = r->first.as<std::string>();
+            if (rk == "max_age") {
+              DWCP_RETURN_IF_ERROR(
+                  ReadScalar(r->second, "profiling.retention.max_age", &p.max_age));
+            } else if (rk == "keep_last") {
+              DWCP_RETURN_IF_ERROR(
+                  ReadScalar(r->second, "profiling.retention.keep_last", &p.keep_last));
+            } else {
+              return InvalidArgument("unknown config key 'profiling.retention." + rk + "'");
+            }
+          }
         } else {
           return InvalidArgument("unknown config key 'profiling." + k + "'");
         }
@@ -211,6 +229,19 @@ Status ValidateNodeConfig(NodeConfig* c) {
   if (c->sampling.param < 0 || c->sampling.param > 1) {
     return InvalidArgument("sampling.param must be between 0 and 1");
   }
+  std::string pprof_host;
+  st = amst::SplitHostPort(c->pprof_listen, &pprof_host, &port);
+  if (!st.ok()) return InvalidArgument("--pprof-listen: " + st.message());
+  for (const auto& [key, text] :
+       {std::pair<std::string, std::string>{"profiling.cpu_duration", c->profiling.cpu_duration},
+        {"profiling.retention.max_age", c->profiling.max_age}}) {
+    auto ms = ParseDurationMillis(text);
+    if (!ms.ok() || *ms <= 0) return InvalidArgument(key + " must be a positive duration");
+  }
+  if (c->profiling.enabled && c->profiling.storage.empty()) {
+    return InvalidArgument(
+        "profiling.storage is required when profiling.enabled (file:///dir/ or s3://bucket/)");
+  }
   auto interval = ParseDurationMillis(c->profiling.interval);
   if (!interval.ok() || *interval <= 0) {
     return InvalidArgument("profiling.interval must be a positive duration like 60s");
@@ -243,6 +274,9 @@ Result<NodeConfig> ParseNodeConfig(int argc, char** argv, bool* exit_now) {
   app.add_option("--log-level", flags.log_level, "debug, info, warn or error")
       ->capture_default_str();
   app.add_option("--log-file", flags.log_file, "Write JSON logs here instead of stderr");
+  app.add_option("--pprof-listen", flags.pprof_listen,
+                 "Profiling endpoints /debug/pprof/: HOST:PORT (keep it on loopback)")
+      ->capture_default_str();
   app.add_option("--api-token", flags.api_token,
                  "Require 'Authorization: Bearer TOKEN' on mutating API calls");
   app.add_option("--downtime-budget", downtime,
@@ -287,6 +321,7 @@ Result<NodeConfig> ParseNodeConfig(int argc, char** argv, bool* exit_now) {
   if (given("--log-level")) config.log_level = flags.log_level;
   if (given("--log-file")) config.log_file = flags.log_file;
   if (given("--api-token")) config.api_token = flags.api_token;
+  if (given("--pprof-listen")) config.pprof_listen = flags.pprof_listen;
   if (given("--max-rounds")) config.max_rounds = flags.max_rounds;
   if (given("--on-round-limit")) config.on_round_limit = flags.on_round_limit;
   if (given("--io-threads")) config.io_threads = flags.io_threads;

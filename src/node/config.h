@@ -18,15 +18,18 @@ struct SamplingConfig {
   bool present = false;
 };
 
-// The guide's `profiling:` block (section 5.4). Parsed and validated; continuous profiling
-// is not in this build yet, so dwcpd warns when it is enabled.
+// The guide's `profiling:` block (section 5.4) for continuous profiling (docs/profiling.md),
+// plus how long each CPU profile runs and the retention of stored profiles.
 struct ProfilingConfig {
   bool enabled = false;
   std::string interval = "60s";
   bool cpu = true;
   bool heap = true;
   bool goroutine = true;
-  std::string storage;
+  std::string storage;  // file:///dir/ or s3://bucket/prefix/
+  std::string cpu_duration = "10s";
+  std::string max_age = "168h";  // retention.max_age
+  uint64_t keep_last = 0;        // retention.keep_last; 0 = no count limit
 };
 
 struct NodeConfig {
@@ -38,14 +41,15 @@ struct NodeConfig {
   std::string data_dir = "/var/lib/dwcp";
   std::string store;  // SQLite file; default <data_dir>/state.db
   std::string log_level = "info";
-  std::string log_file;   // default: stderr
-  std::string api_token;  // bearer token for mutating API calls; "" = none
+  std::string log_file;                         // default: stderr
+  std::string api_token;                        // bearer token for mutating API calls; "" = none
+  std::string pprof_listen = "127.0.0.1:6060";  // /debug/pprof/ (loopback unless configured)
   int64_t downtime_budget_ms = 300;
   uint32_t max_rounds = 30;
   std::string on_round_limit = "force";  // force | abort
   uint32_t io_threads = 4;
-  uint32_t max_tasks = 4096;              // coroutine task limit (the "goroutines" 100%)
-  bool tracing = true;                    // export spans over OTLP/gRPC
+  uint32_t max_tasks = 4096;                     // coroutine task limit (the "goroutines" 100%)
+  bool tracing = true;                           // export spans over OTLP/gRPC
   std::string otlp_endpoint = "localhost:4317";  // the OpenTelemetry Collector
   SamplingConfig sampling;
   ProfilingConfig profiling;

@@ -10,7 +10,11 @@
 #include "acp/sqlite_state_store.h"
 #include "amst/connection.h"
 #include "api/api_server.h"
+#include "common/units.h"
 #include "obs/log.h"
+#include "obs/pprof/continuous_profiler.h"
+#include "obs/pprof/profiling_server.h"
+#include "obs/pprof/task_registry.h"
 #include "obs/process_metrics.h"
 #include "obs/trace/tracer.h"
 #include "vm/synthetic_guest.h"
@@ -89,8 +93,9 @@ Status Node::Init() {
   ec.max_rounds = config_.max_rounds;
   ec.force_on_round_limit = config_.on_round_limit == "force";
   ec.max_tasks = config_.max_tasks;
-  engine_ = std::make_unique<migration::MigrationEngine>(
-      ec, *store_, vms_, metrics_, clock_, io_, migration::SyntheticIncomingGuests(), tracer_.get());
+  engine_ = std::make_unique<migration::MigrationEngine>(ec, *store_, vms_, metrics_, clock_, io_,
+                                                         migration::SyntheticIncomingGuests(),
+                                                         tracer_.get());
 
   std::string host;
   uint16_t port = 0;
@@ -101,10 +106,34 @@ Status Node::Init() {
   DWCP_RETURN_IF_ERROR(amst::SplitHostPort(config_.api_listen, &host, &port));
   DWCP_RETURN_IF_ERROR(api_->Bind(host, port));
 
+  pprof_ = std::make_unique<obs::pprof::ProfilingServer>();
+  DWCP_RETURN_IF_ERROR(amst::SplitHostPort(config_.pprof_listen, &host, &port));
+  DWCP_RETURN_IF_ERROR(pprof_->Bind(host, port));
+  if (config_.profiling.enabled) {
+    obs::pprof::ContinuousProfilerConfig pc;
+    pc.enabled = true;
+    pc.interval = std::chrono::milliseconds(*ParseDurationMillis(config_.profiling.interval));
+    pc.cpu = config_.profiling.cpu;
+    pc.heap = config_.profiling.heap;
+    pc.goroutine = config_.profiling.goroutine;
+    pc.storage = config_.profiling.storage;
+    pc.cpu_duration =
+        std::chrono::milliseconds(*ParseDurationMillis(config_.profiling.cpu_duration));
+    pc.max_age = std::chrono::milliseconds(*ParseDurationMillis(config_.profiling.max_age));
+    pc.keep_last = config_.profiling.keep_last;
+    pc.node_id = config_.node_id;
+    auto profiler = obs::pprof::ContinuousProfiler::Create(pc, &metrics_);
+    if (!profiler.ok()) return profiler.status();
+    profiler_ = std::move(profiler).value();
+  }
+
   work_ = std::make_unique<asio::executor_work_guard<asio::io_context::executor_type>>(
       io_.get_executor());
   for (uint32_t i = 0; i < config_.io_threads; ++i) {
-    io_threads_.emplace_back([this] { io_.run(); });
+    io_threads_.emplace_back([this] {
+      pthread_setname_np(pthread_self(), "dwcp-io");  // named in /debug/pprof/goroutine
+      io_.run();
+    });
   }
 
   metrics_.AddCollectable(std::make_shared<obs::ProcessCollector>());
@@ -112,18 +141,27 @@ Status Node::Init() {
   RecoverOwnedVms();
   SampleHealthAndResources(true, 0);
   api_->Start();
-  background_ = std::thread([this] { BackgroundLoop(); });
+  pprof_->Start();
+  if (profiler_) profiler_->Start();
+  background_ = std::thread([this] {
+    pthread_setname_np(pthread_self(), "dwcp-background");
+    BackgroundLoop();
+  });
   ready_ = true;
-  obs::LogInfo("node", "dwcpd ready",
-               {{"api", "http://" + config_.advertise_host + ":" + std::to_string(api_port())},
-                {"data", config_.advertise_host + ":" + std::to_string(data_port())},
-                {"store", config_.StorePath()},
-                {"region", config_.region},
-                {"version", kVersion}});
+  obs::LogInfo(
+      "node", "dwcpd ready",
+      {{"api", "http://" + config_.advertise_host + ":" + std::to_string(api_port())},
+       {"data", config_.advertise_host + ":" + std::to_string(data_port())},
+       {"pprof", "http://" + config_.pprof_listen.substr(0, config_.pprof_listen.rfind(':')) + ":" +
+                     std::to_string(pprof_port()) + "/debug/pprof/"},
+       {"store", config_.StorePath()},
+       {"region", config_.region},
+       {"version", kVersion}});
   return Status::Ok();
 }
 
 uint16_t Node::api_port() const { return api_ ? api_->port() : 0; }
+uint16_t Node::pprof_port() const { return pprof_ ? pprof_->port() : 0; }
 
 bool Node::Heartbeat(const std::string& state) {
   if (!store_) return false;
@@ -223,34 +261,37 @@ void Node::SampleHealthAndResources(bool store_ok, double store_seconds) {
       metrics_.cpu_percent.Set(100.0 * (s.cpu_seconds - last_sample_.cpu_seconds) / secs / cores);
     }
     // A component with recent errors is degraded for a minute after the last one.
-    if (s.protocol_errors > last_sample_.protocol_errors) amst_degraded_until_ = now + std::chrono::seconds(60);
-    if (s.digest_mismatches > last_sample_.digest_mismatches) hde_degraded_until_ = now + std::chrono::seconds(60);
+    if (s.protocol_errors > last_sample_.protocol_errors)
+      amst_degraded_until_ = now + std::chrono::seconds(60);
+    if (s.digest_mismatches > last_sample_.digest_mismatches)
+      hde_degraded_until_ = now + std::chrono::seconds(60);
   }
   last_sample_ = s;
 
   // Finished migrations over the last minute.
   migration_history_.emplace_back(now, s.migrations);
-  while (migration_history_.size() > 1 && now - migration_history_.front().first > std::chrono::seconds(60)) {
+  while (migration_history_.size() > 1 &&
+         now - migration_history_.front().first > std::chrono::seconds(60)) {
     migration_history_.erase(migration_history_.begin());
   }
   migrations_per_minute_ = s.migrations - migration_history_.front().second;
 
   // Health: ACP = the store takes writes (slow = degraded); AMST = the data listener accepts
   // (recent protocol errors = degraded); HDE = content verifies (recent mismatches = degraded).
-  metrics_.SetHealth(Component::kAcp, !store_ok ? obs::kHealthDown
+  metrics_.SetHealth(Component::kAcp, !store_ok             ? obs::kHealthDown
                                       : store_seconds > 1.0 ? obs::kHealthDegraded
                                                             : obs::kHealthy);
-  metrics_.SetHealth(Component::kAmst, !engine_->listening() ? obs::kHealthDown
+  metrics_.SetHealth(Component::kAmst, !engine_->listening()        ? obs::kHealthDown
                                        : now < amst_degraded_until_ ? obs::kHealthDegraded
                                                                     : obs::kHealthy);
-  metrics_.SetHealth(Component::kHde, now < hde_degraded_until_ ? obs::kHealthDegraded
-                                                                : obs::kHealthy);
+  metrics_.SetHealth(Component::kHde,
+                     now < hde_degraded_until_ ? obs::kHealthDegraded : obs::kHealthy);
 
   const uint64_t host = obs::HostMemoryBytes();
   if (host > 0) {
     metrics_.memory_percent.Set(100.0 * obs::ReadProcessSample().resident_bytes / host);
   }
-  const double tasks = static_cast<double>(engine_->active_migrations() + 1);  // + accept loop
+  const double tasks = static_cast<double>(obs::pprof::TaskRegistry::Global().Count());
   metrics_.tasks.Set(tasks);
   metrics_.tasks_percent.Set(100.0 * tasks / config_.max_tasks);
 }
@@ -328,6 +369,8 @@ void Node::Stop() {
   if (was_ready) obs::LogInfo("node", "dwcpd stopping");
   if (engine_) engine_->Shutdown(Ms(30000));
   if (background_.joinable()) background_.join();
+  if (profiler_) profiler_->Stop();
+  if (pprof_) pprof_->Stop();
   if (api_) api_->Stop();
   if (store_ && was_ready) {
     // Our guests stop with the process; the store says so, and a restart boots them again.

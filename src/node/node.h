@@ -26,6 +26,10 @@ class ApiServer;
 namespace dwcp::obs::trace {
 class Tracer;
 }
+namespace dwcp::obs::pprof {
+class ProfilingServer;
+class ContinuousProfiler;
+}  // namespace dwcp::obs::pprof
 
 namespace dwcp::node {
 
@@ -66,6 +70,7 @@ class Node {
   const NodeConfig& config() const { return config_; }
   uint16_t api_port() const;
   uint16_t data_port() const { return engine_->listen_port(); }
+  uint16_t pprof_port() const;
   acp::StateStore& store() { return *store_; }
   vm::VmTable& vms() { return vms_; }
   obs::Metrics& metrics() { return metrics_; }
@@ -94,6 +99,8 @@ class Node {
   std::vector<std::thread> io_threads_;
   std::unique_ptr<migration::MigrationEngine> engine_;
   std::unique_ptr<api::ApiServer> api_;
+  std::unique_ptr<obs::pprof::ProfilingServer> pprof_;
+  std::unique_ptr<obs::pprof::ContinuousProfiler> profiler_;  // null unless profiling.enabled
   std::thread background_;
   int64_t started_ms_ = 0;
 

@@ -76,6 +76,8 @@ TEST(DemoTest, PlanUsesDefaultPortsWhenFree) {
   EXPECT_EQ((*plan)[0].id, "node-a");
   EXPECT_EQ((*plan)[0].api_port, 8080);
   EXPECT_EQ((*plan)[0].data_port, 7070);
+  EXPECT_EQ((*plan)[0].pprof_port, 6060);
+  EXPECT_EQ((*plan)[2].pprof_port, 6062);
   EXPECT_EQ((*plan)[2].id, "node-c");
   EXPECT_EQ((*plan)[2].api_port, 8082);
   EXPECT_EQ((*plan)[2].data_port, 7072);
@@ -119,12 +121,13 @@ TEST(DemoTest, LoopbackProberSeesListeners) {
 }
 
 TEST(DemoTest, DwcpdCommandLine) {
-  DemoNode node{"node-a", 8080, 7070, ".demo/node-a", ".demo/node-a.log"};
+  DemoNode node{"node-a", 8080, 7070, 6060, ".demo/node-a", ".demo/node-a.log"};
   std::vector<std::string> args = DwcpdArgs("/bin/dwcpd", node, ".demo");
   EXPECT_EQ(args, (std::vector<std::string>{
                       "/bin/dwcpd", "--node-id", "node-a", "--region", "local", "--api-listen",
-                      "127.0.0.1:8080", "--data-listen", "127.0.0.1:7070", "--advertise-host",
-                      "127.0.0.1", "--data-dir", ".demo/node-a", "--store", ".demo/state.db"}));
+                      "127.0.0.1:8080", "--data-listen", "127.0.0.1:7070", "--pprof-listen",
+                      "127.0.0.1:6060", "--advertise-host", "127.0.0.1", "--data-dir",
+                      ".demo/node-a", "--store", ".demo/state.db"}));
 }
 
 TEST(DemoTest, FindsDwcpdExplicitBesideSelfThenPath) {

@@ -117,6 +117,8 @@ NodeProcess& Cluster::StartNode(const std::string& id, std::vector<std::string> 
                                    dir_ + "/" + id,
                                    "--store",
                                    dir_ + "/state.db",
+                                   "--pprof-listen",
+                                   "127.0.0.1:0",
                                    "--io-threads",
                                    "2"};
   for (auto& e : extra) args.push_back(e);

@@ -1,6 +1,7 @@
 // The operator's guide against a running cluster: every metric and endpoint it names that
 // this build implements exists, moves during a migration, and passes promtool.
 #include <gtest/gtest.h>
+#include <httplib.h>
 #include <sys/wait.h>
 
 #include <chrono>
@@ -10,8 +11,6 @@
 #include <map>
 #include <sstream>
 #include <thread>
-
-#include <httplib.h>
 
 #include "tests/integration/cluster.h"
 
@@ -84,7 +83,8 @@ TEST(ObservabilityTest, GuideMetricsExistAndMoveDuringAMigration) {
   }
   // Health comes from checks: present and healthy for every component of this build.
   for (const char* comp : {"amst", "hde", "acp"}) {
-    EXPECT_EQ(Value(after, "dwcp_v3_component_health", std::string("component=\"") + comp + "\""), 1)
+    EXPECT_EQ(Value(after, "dwcp_v3_component_health", std::string("component=\"") + comp + "\""),
+              1)
         << comp;
   }
   // Standard process metrics.
@@ -121,7 +121,8 @@ TEST(ObservabilityTest, GuideMetricsExistAndMoveDuringAMigration) {
         EXPECT_TRUE(j.contains(field)) << field << " missing: " << line;
       }
       EXPECT_TRUE(j["level"] == "debug" || j["level"] == "info" || j["level"] == "warn" ||
-                  j["level"] == "error" || j["level"] == "fatal") << line;
+                  j["level"] == "error" || j["level"] == "fatal")
+          << line;
       if (j.value("vm_id", "") != "vm-12345") continue;  // | json | vm_id="vm-12345"
       ++about_vm;
       if (j["message"] == "Migration completed") {
@@ -156,10 +157,13 @@ TEST(ObservabilityTest, ComponentEndpointsAndSummary) {
   std::string amst = HttpGet(a, "/metrics/amst").text;
   EXPECT_NE(amst.find("dwcp_v3_amst_active_streams"), std::string::npos);
   EXPECT_NE(amst.find("dwcp_v3_migration_latency_seconds_count{component=\"amst\"} 1"),
-            std::string::npos) << amst;
+            std::string::npos)
+      << amst;
   std::string acp = HttpGet(a, "/metrics/acp").text;
-  EXPECT_NE(acp.find("dwcp_v3_component_latency_seconds_count{component=\"acp\",operation=\"commit\"} 1"),
-            std::string::npos) << acp;
+  EXPECT_NE(
+      acp.find("dwcp_v3_component_latency_seconds_count{component=\"acp\",operation=\"commit\"} 1"),
+      std::string::npos)
+      << acp;
   for (const char* comp : {"pba", "ass", "itp"}) {
     auto view = HttpGet(a, std::string("/metrics/") + comp);
     EXPECT_EQ(view.status, 200) << comp;  // nothing to show until the component exists

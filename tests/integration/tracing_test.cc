@@ -49,8 +49,8 @@ class Collector final : public otlp::collector::trace::v1::TraceService::Service
       }
       for (const auto& ss : rs.scope_spans()) {
         for (const auto& s : ss.spans()) {
-          ReceivedSpan r{service, instance, s.name(), Hex(s.trace_id()), Hex(s.span_id()),
-                         Hex(s.parent_span_id())};
+          ReceivedSpan r{service,           instance,         s.name(),
+                         Hex(s.trace_id()), Hex(s.span_id()), Hex(s.parent_span_id())};
           for (const auto& kv : s.attributes()) {
             const auto& v = kv.value();
             r.attributes[kv.key()] = v.has_string_value() ? v.string_value()
@@ -142,9 +142,9 @@ TEST(TracingIntegrationTest, OneTraceFollowsAMigrationAcrossNodes) {
   }
   EXPECT_LT(in_trace, 50u);
   EXPECT_EQ(instances, (std::set<std::string>{"node-a", "node-b"}));
-  for (const char* name : {"migrate_vm", "acp_consensus", "amst_connect", "transfer_data",
-                           "amst_transfer", "hde_compress", "hde_digest", "receive_migration",
-                           "hde_verify", "resume_vm"}) {
+  for (const char* name :
+       {"migrate_vm", "acp_consensus", "amst_connect", "transfer_data", "amst_transfer",
+        "hde_compress", "hde_digest", "receive_migration", "hde_verify", "resume_vm"}) {
     EXPECT_TRUE(names.count(name)) << name;
   }
   // Every span but the root has its parent in the same trace; the destination's work hangs
@@ -189,11 +189,13 @@ TEST(TracingIntegrationTest, FailedMigrationTracesAreKeptAtZeroSampling) {
                                     "127.0.0.1:" + std::to_string(port)};
   c.StartNode("node-a", flags);
   c.StartNode("node-b", flags);
-  ASSERT_EQ(HttpPost(c.node("node-a").api_port, "/api/v1/vms", {{"id", "vm-1"}, {"memory", "64MiB"}})
-                .status,
-            201);
+  ASSERT_EQ(
+      HttpPost(c.node("node-a").api_port, "/api/v1/vms", {{"id", "vm-1"}, {"memory", "64MiB"}})
+          .status,
+      201);
   // A successful migration at param 0 leaves no trace...
-  auto ok = HttpPost(c.node("node-a").api_port, "/api/v1/migrations", {{"vm", "vm-1"}, {"to", "node-b"}});
+  auto ok =
+      HttpPost(c.node("node-a").api_port, "/api/v1/migrations", {{"vm", "vm-1"}, {"to", "node-b"}});
   ASSERT_EQ(c.WaitForMigration("node-a", ok.body["id"])["result"], "success");
   // ...a failed one (destination killed mid-way) is kept whole, marked as an error.
   auto slow = HttpPost(c.node("node-b").api_port, "/api/v1/migrations",
