@@ -11,6 +11,7 @@
 #include <cmath>
 #include <cstring>
 #include <fstream>
+#include <sstream>
 #include <thread>
 
 #include "amst/frame.h"
@@ -154,6 +155,17 @@ TEST(MigrationIntegrationTest, KillingTheDestinationLeavesTheVmOnTheSource) {
   EXPECT_EQ(Metric(c, "node-a", "dwcp_v3_migrations_total", "result=\"failed\""), 1);
   EXPECT_EQ(Metric(c, "node-a", "dwcp_v3_vms_running"), 1);
   EXPECT_GE(Metric(c, "node-a", "dwcp_v3_errors_total", "component=\"amst\""), 1);
+  // {job="dwcp-v3"} |= "error" | json | level="error" finds the failure, about this VM.
+  bool logged = false;
+  std::istringstream log(c.ReadLog("node-a"));
+  for (std::string line; std::getline(log, line);) {
+    auto j = nlohmann::json::parse(line, nullptr, false);
+    if (!j.is_discarded() && j.value("level", "") == "error" && j.value("vm_id", "") == "vm-1" &&
+        j.value("migration_id", "") == id) {
+      logged = !j.value("error", "").empty();
+    }
+  }
+  EXPECT_TRUE(logged) << c.ReadLog("node-a");
 
   // The VM can still move once the destination is back.
   c.StartNode("node-b");
