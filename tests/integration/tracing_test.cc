@@ -75,13 +75,24 @@ class Collector final : public otlp::collector::trace::v1::TraceService::Service
   std::vector<ReceivedSpan> spans_;
 };
 
-TEST(TracingIntegrationTest, OneTraceFollowsAMigrationAcrossNodes) {
+// The collector on 127.0.0.1, a free port, for the life of a test.
+struct CollectorServer {
+  CollectorServer() {
+    grpc::ServerBuilder builder;
+    builder.AddListeningPort("127.0.0.1:0", grpc::InsecureServerCredentials(), &port);
+    builder.RegisterService(&collector);
+    server = builder.BuildAndStart();
+  }
+  ~CollectorServer() { server->Shutdown(); }
   Collector collector;
-  grpc::ServerBuilder builder;
   int port = 0;
-  builder.AddListeningPort("127.0.0.1:0", grpc::InsecureServerCredentials(), &port);
-  builder.RegisterService(&collector);
-  auto server = builder.BuildAndStart();
+  std::unique_ptr<grpc::Server> server;
+};
+
+TEST(TracingIntegrationTest, OneTraceFollowsAMigrationAcrossNodes) {
+  CollectorServer server;
+  Collector& collector = server.collector;
+  const int port = server.port;
   ASSERT_GT(port, 0);
 
   Cluster c;
@@ -171,16 +182,12 @@ TEST(TracingIntegrationTest, OneTraceFollowsAMigrationAcrossNodes) {
     }
   }
   EXPECT_TRUE(correlated);
-  server->Shutdown();
 }
 
 TEST(TracingIntegrationTest, FailedMigrationTracesAreKeptAtZeroSampling) {
-  Collector collector;
-  grpc::ServerBuilder builder;
-  int port = 0;
-  builder.AddListeningPort("127.0.0.1:0", grpc::InsecureServerCredentials(), &port);
-  builder.RegisterService(&collector);
-  auto server = builder.BuildAndStart();
+  CollectorServer server;
+  Collector& collector = server.collector;
+  const int port = server.port;
 
   Cluster c;
   std::string cfg = c.dir() + "/tracing.yaml";
@@ -221,7 +228,6 @@ TEST(TracingIntegrationTest, FailedMigrationTracesAreKeptAtZeroSampling) {
   EXPECT_EQ(root->attributes.at("error"), "true");
   EXPECT_EQ(root->attributes.at("phase"), "failed");
   for (const auto& s : spans) EXPECT_EQ(s.trace_id, root->trace_id) << s.name;  // only this one
-  server->Shutdown();
 }
 
 }  // namespace
