@@ -20,7 +20,7 @@ start_node() {
   local id=$1 api=$2 data=$3
   "$BUILD/dwcpd" --node-id "$id" --api-listen "127.0.0.1:$api" --data-listen "127.0.0.1:$data" \
     --data-dir "$dir/$id" --store "$dir/state.db" --log-file "$dir/$id.log" \
-    --pprof-listen 127.0.0.1:0 --tracing false &
+    --pprof-listen 127.0.0.1:0 --tracing false --tls false &
   pids+=($!)
   for _ in $(seq 100); do curl -sf "http://127.0.0.1:$api/readyz" >/dev/null && return; sleep 0.1; done
   echo "node $id did not start" >&2; cat "$dir/$id.log" >&2; exit 1

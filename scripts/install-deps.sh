@@ -9,7 +9,7 @@ packages=(
   # libraries (DESIGN.md "Fixed decisions")
   libasio-dev prometheus-cpp-dev libcpp-httplib-dev
   libgrpc++-dev libprotobuf-dev protobuf-compiler protobuf-compiler-grpc
-  libzstd-dev liblz4-dev libxxhash-dev libssl-dev
+  libzstd-dev liblz4-dev libxxhash-dev libssl-dev openssl
   libgoogle-perftools-dev google-perftools
   libspdlog-dev libfmt-dev nlohmann-json3-dev libyaml-cpp-dev libcli11-dev
   libeigen3-dev libsqlite3-dev sqlite3

@@ -34,6 +34,45 @@ awaitable<std::tuple<asio::error_code, size_t, bool>> WithDeadline(Op op, Millis
 
 }  // namespace
 
+template <typename Buffers>
+awaitable<std::tuple<asio::error_code, size_t, bool>> Connection::Write(const Buffers& buffers,
+                                                                        Millis deadline) {
+  if (tls_) {
+    co_return co_await WithDeadline(asio::async_write(*tls_, buffers, as_tuple(use_awaitable)),
+                                    deadline);
+  }
+  co_return co_await WithDeadline(asio::async_write(socket_, buffers, as_tuple(use_awaitable)),
+                                  deadline);
+}
+
+template <typename Buffers>
+awaitable<std::tuple<asio::error_code, size_t, bool>> Connection::Read(const Buffers& buffers,
+                                                                       Millis deadline) {
+  if (tls_) {
+    co_return co_await WithDeadline(asio::async_read(*tls_, buffers, as_tuple(use_awaitable)),
+                                    deadline);
+  }
+  co_return co_await WithDeadline(asio::async_read(socket_, buffers, as_tuple(use_awaitable)),
+                                  deadline);
+}
+
+awaitable<Status> Connection::StartTls(asio::ssl::context& context, bool server, Millis deadline) {
+  tls_ = std::make_unique<asio::ssl::stream<asio::ip::tcp::socket&>>(socket_, context);
+  asio::steady_timer timer(co_await asio::this_coro::executor);
+  timer.expires_after(deadline);
+  auto result = co_await (
+      tls_->async_handshake(server ? asio::ssl::stream_base::server : asio::ssl::stream_base::client,
+                            as_tuple(use_awaitable)) ||
+      timer.async_wait(as_tuple(use_awaitable)));
+  if (result.index() == 1) co_return DeadlineExceeded("TLS handshake with " + peer_ + " timed out");
+  auto [ec] = std::get<0>(result);
+  if (ec) {
+    co_return Status(StatusCode::kUnauthenticated,
+                     "TLS handshake with " + peer_ + " failed: " + ec.message());
+  }
+  co_return Status::Ok();
+}
+
 Connection::Connection(asio::ip::tcp::socket socket, obs::Metrics& metrics, uint32_t max_payload)
     : socket_(std::move(socket)), metrics_(metrics), max_payload_(max_payload) {
   asio::error_code ec;
@@ -66,8 +105,7 @@ awaitable<Status> Connection::Send(FrameType type, std::span<const uint8_t> payl
   auto header = EncodeFrameHeader(protocol_, type, send_seq_, payload);
   std::array<asio::const_buffer, 2> bufs = {asio::buffer(header),
                                             asio::buffer(payload.data(), payload.size())};
-  auto [ec, n, timed_out] =
-      co_await WithDeadline(asio::async_write(socket_, bufs, as_tuple(use_awaitable)), deadline);
+  auto [ec, n, timed_out] = co_await Write(bufs, deadline);
   if (timed_out) co_return DeadlineExceeded("send to " + peer_ + " timed out");
   if (ec) co_return FromError(ec, ("send to " + peer_).c_str());
   ++send_seq_;
@@ -86,8 +124,7 @@ awaitable<Status> Connection::SendControl(const wire::Control& message, Millis d
 awaitable<Result<Frame>> Connection::Receive(Millis deadline) {
   std::array<uint8_t, kFrameHeaderSize> raw{};
   {
-    auto [ec, n, timed_out] = co_await WithDeadline(
-        asio::async_read(socket_, asio::buffer(raw), as_tuple(use_awaitable)), deadline);
+    auto [ec, n, timed_out] = co_await Read(asio::buffer(raw), deadline);
     if (timed_out) co_return DeadlineExceeded("receive from " + peer_ + " timed out");
     if (ec) co_return FromError(ec, ("receive from " + peer_).c_str());
   }
@@ -103,8 +140,7 @@ awaitable<Result<Frame>> Connection::Receive(Millis deadline) {
   }
   Frame frame{*header, std::vector<uint8_t>(header->length)};
   if (header->length > 0) {
-    auto [ec, n, timed_out] = co_await WithDeadline(
-        asio::async_read(socket_, asio::buffer(frame.payload), as_tuple(use_awaitable)), deadline);
+    auto [ec, n, timed_out] = co_await Read(asio::buffer(frame.payload), deadline);
     if (timed_out) co_return DeadlineExceeded("receive from " + peer_ + " timed out");
     if (ec) co_return FromError(ec, ("receive from " + peer_).c_str());
   }

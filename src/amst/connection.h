@@ -5,6 +5,7 @@
 #pragma once
 
 #include <asio.hpp>
+#include <asio/ssl.hpp>
 #include <chrono>
 #include <cstdint>
 #include <memory>
@@ -46,6 +47,11 @@ class Connection : public std::enable_shared_from_this<Connection> {
   // The next frame, which must be a control frame that parses.
   asio::awaitable<Result<wire::Control>> ReceiveControl(Millis deadline);
 
+  // Runs the TLS 1.3 handshake (as the accepting side when `server`); every frame after it
+  // is encrypted. Unauthenticated when the peer's certificate does not verify.
+  asio::awaitable<Status> StartTls(asio::ssl::context& context, bool server, Millis deadline);
+  bool tls() const { return tls_ != nullptr; }
+
   // Frames after the handshake carry the negotiated version; before it, 0.
   void set_protocol(uint8_t version) { protocol_ = version; }
   uint8_t protocol() const { return protocol_; }
@@ -59,7 +65,15 @@ class Connection : public std::enable_shared_from_this<Connection> {
   asio::any_io_executor executor() { return socket_.get_executor(); }
 
  private:
+  template <typename Buffers>
+  asio::awaitable<std::tuple<asio::error_code, size_t, bool>> Write(const Buffers& buffers,
+                                                                    Millis deadline);
+  template <typename Buffers>
+  asio::awaitable<std::tuple<asio::error_code, size_t, bool>> Read(const Buffers& buffers,
+                                                                   Millis deadline);
+
   asio::ip::tcp::socket socket_;
+  std::unique_ptr<asio::ssl::stream<asio::ip::tcp::socket&>> tls_;  // set by StartTls
   obs::Metrics& metrics_;
   uint32_t max_payload_;
   uint8_t protocol_ = 0;

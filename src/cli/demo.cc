@@ -586,6 +586,8 @@ std::vector<std::string> DwcpdArgs(const std::string& dwcpd, const DemoNode& nod
           "127.0.0.1:" + std::to_string(node.pprof_port),
           "--advertise-host",
           "127.0.0.1",
+          "--tls",
+          "false",
           "--data-dir",
           node.data_dir,
           "--store",

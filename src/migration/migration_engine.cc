@@ -54,8 +54,14 @@ wire::Control MakeAbort(const std::string& reason) {
   return c;
 }
 
+// error_type label of a failure: the status code's name, "tls" for a refused handshake.
+const char* ErrorTypeOf(StatusCode code) {
+  return code == StatusCode::kUnauthenticated ? "tls" : StatusCodeName(code);
+}
+
 obs::Component ComponentOfError(StatusCode code) {
   switch (code) {
+    case StatusCode::kUnauthenticated: return obs::Component::kAmst;
     case StatusCode::kDataLoss:
       return obs::Component::kHde;
     case StatusCode::kFailedPrecondition:
@@ -395,7 +401,7 @@ awaitable<void> MigrationEngine::RunOutgoing(std::shared_ptr<Outgoing> m) {
     }
     auto result = aborted ? obs::MigrationResult::kAborted : obs::MigrationResult::kFailed;
     metrics_.migrations(result, conn ? conn->protocol() : m->request.protocol).Increment();
-    metrics_.CountError(ComponentOfError(why.code()), StatusCodeName(why.code()),
+    metrics_.CountError(ComponentOfError(why.code()), ErrorTypeOf(why.code()),
                         aborted ? "warning" : "critical");
     metrics_.migration_latency(shares.Dominant()).Observe(rec.total_ms / 1e3);
     metrics_.rounds.Observe(rec.round);
@@ -418,6 +424,7 @@ awaitable<void> MigrationEngine::RunOutgoing(std::shared_ptr<Outgoing> m) {
   };
 
   // --- connect and handshake
+  Status st;
   step = StartSpan("amst_connect", "amst", &root_ctx);
   step.SetAttribute("peer.address", m->dest_address);
   step.SetAttribute("transport", "tcp");
@@ -443,9 +450,18 @@ awaitable<void> MigrationEngine::RunOutgoing(std::shared_ptr<Outgoing> m) {
     conn = std::shared_ptr<amst::Connection>(std::move(c).value());
     m->SetConnection(conn);
     if (m->cancel) conn->Close();
+    if (config_.tls_client) {
+      ScopedTime t(clock_, &shares.amst);
+      st = co_await conn->StartTls(*config_.tls_client, /*server=*/false, config_.connect_timeout);
+      if (!st.ok()) {
+        fail(st, false);
+        finish();
+        co_return;
+      }
+    }
+    step.SetAttribute("tls", conn->tls());
   }
 
-  Status st;
   auto send_ctl = [&](const wire::Control& msg) -> awaitable<Status> {
     ScopedTime t(clock_, &shares.amst);
     co_return co_await conn->SendControl(msg, config_.io_timeout);
@@ -821,10 +837,11 @@ awaitable<void> MigrationEngine::ServeIncoming(std::shared_ptr<amst::Connection>
   // Logs and counts a failed incoming migration (or a bad connection) and discards state.
   auto reject = [&](const Status& why) {
     bool protocol = why.code() == StatusCode::kProtocol;
+    bool tls = why.code() == StatusCode::kUnauthenticated;
     if (protocol) ++protocol_errors_;
-    metrics_.CountError(protocol ? obs::Component::kAmst : ComponentOfError(why.code()),
-                        protocol ? "protocol" : StatusCodeName(why.code()),
-                        protocol ? "critical" : "warning");
+    metrics_.CountError(protocol || tls ? obs::Component::kAmst : ComponentOfError(why.code()),
+                        protocol ? "protocol" : tls ? "tls" : StatusCodeName(why.code()),
+                        protocol || tls ? "critical" : "warning");
     span.SetError(why.ToString());
     obs::LogError(protocol ? "amst" : "migration",
                   protocol ? "closing connection after a bad frame" : "incoming migration failed",
@@ -840,6 +857,16 @@ awaitable<void> MigrationEngine::ServeIncoming(std::shared_ptr<amst::Connection>
     Unregister(a->key);
   };
 
+  if (config_.tls_server) {
+    Status tls = co_await conn->StartTls(*config_.tls_server, /*server=*/true, config_.io_timeout);
+    if (!tls.ok()) {
+      reject(tls.code() == StatusCode::kDeadlineExceeded ? tls
+                                                         : Status(StatusCode::kUnauthenticated,
+                                                                  "refused peer: " + tls.message()));
+      done();
+      co_return;
+    }
+  }
   // Handshake.
   auto hello = co_await conn->ReceiveControl(config_.io_timeout);
   if (!hello.ok() || hello->msg_case() != wire::Control::kHello) {

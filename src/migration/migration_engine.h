@@ -9,6 +9,7 @@
 #pragma once
 
 #include <asio.hpp>
+#include <asio/ssl.hpp>
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
@@ -49,6 +50,9 @@ struct EngineConfig {
   std::chrono::milliseconds verify_timeout{120000};    // digest of a large guest
   std::chrono::milliseconds node_alive_window{10000};  // heartbeat age of a live node
   uint32_t max_tasks = 4096;  // concurrent migration coroutines (both directions) at most
+  // Mutual TLS 1.3 on data connections (amst/tls.h); both null = plain TCP.
+  std::shared_ptr<asio::ssl::context> tls_client;
+  std::shared_ptr<asio::ssl::context> tls_server;
 };
 
 struct MigrationRequest {

@@ -87,6 +87,22 @@ Status LoadYamlConfig(const std::string& path, NodeConfig* c) {
       DWCP_RETURN_IF_ERROR(ReadScalar(v, key, &c->log_level));
     } else if (key == "log_file") {
       DWCP_RETURN_IF_ERROR(ReadScalar(v, key, &c->log_file));
+    } else if (key == "tls") {
+      if (!v.IsMap()) return InvalidArgument("config key 'tls' must be a mapping");
+      for (auto t = v.begin(); t != v.end(); ++t) {
+        std::string k = t->first.as<std::string>();
+        if (k == "enabled") {
+          DWCP_RETURN_IF_ERROR(ReadScalar(t->second, "tls.enabled", &c->tls));
+        } else if (k == "ca") {
+          DWCP_RETURN_IF_ERROR(ReadScalar(t->second, "tls.ca", &c->tls_ca));
+        } else if (k == "cert") {
+          DWCP_RETURN_IF_ERROR(ReadScalar(t->second, "tls.cert", &c->tls_cert));
+        } else if (k == "key") {
+          DWCP_RETURN_IF_ERROR(ReadScalar(t->second, "tls.key", &c->tls_key));
+        } else {
+          return InvalidArgument("unknown config key 'tls." + k + "'");
+        }
+      }
     } else if (key == "pprof_listen") {
       DWCP_RETURN_IF_ERROR(ReadScalar(v, key, &c->pprof_listen));
     } else if (key == "api_token") {
@@ -274,6 +290,12 @@ Result<NodeConfig> ParseNodeConfig(int argc, char** argv, bool* exit_now) {
   app.add_option("--log-level", flags.log_level, "debug, info, warn or error")
       ->capture_default_str();
   app.add_option("--log-file", flags.log_file, "Write JSON logs here instead of stderr");
+  app.add_option("--tls", flags.tls,
+                 "Mutual TLS 1.3 between nodes (true/false); needs --tls-ca/--tls-cert/--tls-key")
+      ->capture_default_str();
+  app.add_option("--tls-ca", flags.tls_ca, "PEM CA that signs every node's certificate");
+  app.add_option("--tls-cert", flags.tls_cert, "PEM certificate of this node");
+  app.add_option("--tls-key", flags.tls_key, "PEM private key of this node");
   app.add_option("--pprof-listen", flags.pprof_listen,
                  "Profiling endpoints /debug/pprof/: HOST:PORT (keep it on loopback)")
       ->capture_default_str();
@@ -322,6 +344,10 @@ Result<NodeConfig> ParseNodeConfig(int argc, char** argv, bool* exit_now) {
   if (given("--log-file")) config.log_file = flags.log_file;
   if (given("--api-token")) config.api_token = flags.api_token;
   if (given("--pprof-listen")) config.pprof_listen = flags.pprof_listen;
+  if (given("--tls")) config.tls = flags.tls;
+  if (given("--tls-ca")) config.tls_ca = flags.tls_ca;
+  if (given("--tls-cert")) config.tls_cert = flags.tls_cert;
+  if (given("--tls-key")) config.tls_key = flags.tls_key;
   if (given("--max-rounds")) config.max_rounds = flags.max_rounds;
   if (given("--on-round-limit")) config.on_round_limit = flags.on_round_limit;
   if (given("--io-threads")) config.io_threads = flags.io_threads;

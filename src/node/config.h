@@ -44,6 +44,9 @@ struct NodeConfig {
   std::string log_file;                         // default: stderr
   std::string api_token;                        // bearer token for mutating API calls; "" = none
   std::string pprof_listen = "127.0.0.1:6060";  // /debug/pprof/ (loopback unless configured)
+  // Mutual TLS 1.3 on data connections (docs/security.md): on unless turned off.
+  bool tls = true;
+  std::string tls_ca, tls_cert, tls_key;
   int64_t downtime_budget_ms = 300;
   uint32_t max_rounds = 30;
   std::string on_round_limit = "force";  // force | abort

@@ -9,6 +9,7 @@
 
 #include "acp/sqlite_state_store.h"
 #include "amst/connection.h"
+#include "amst/tls.h"
 #include "api/api_server.h"
 #include "common/units.h"
 #include "obs/log.h"
@@ -88,6 +89,17 @@ Status Node::Init() {
   }
 
   migration::EngineConfig ec;
+  if (config_.tls) {
+    amst::TlsConfig tls{true, config_.tls_ca, config_.tls_cert, config_.tls_key};
+    auto client = amst::MakeTlsContext(tls, /*server=*/false);
+    if (!client.ok()) return client.status();
+    auto server = amst::MakeTlsContext(tls, /*server=*/true);
+    if (!server.ok()) return server.status();
+    ec.tls_client = *client;
+    ec.tls_server = *server;
+  } else {
+    obs::LogWarn("amst", "TLS is off: data connections are neither encrypted nor authenticated");
+  }
   ec.node_id = config_.node_id;
   ec.downtime_budget_ms = config_.downtime_budget_ms;
   ec.max_rounds = config_.max_rounds;

@@ -10,6 +10,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <cstdlib>
@@ -119,8 +120,13 @@ NodeProcess& Cluster::StartNode(const std::string& id, std::vector<std::string> 
                                    dir_ + "/state.db",
                                    "--pprof-listen",
                                    "127.0.0.1:0",
+
                                    "--io-threads",
                                    "2"};
+  // Plain TCP unless the test sets up TLS itself.
+  if (std::find(extra.begin(), extra.end(), "--tls") == extra.end()) {
+    args.insert(args.end(), {"--tls", "false"});
+  }
   for (auto& e : extra) args.push_back(e);
   pid_t pid = fork();
   if (pid == 0) {
