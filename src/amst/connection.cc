@@ -2,6 +2,8 @@
 
 #include <asio/experimental/as_tuple.hpp>
 #include <asio/experimental/awaitable_operators.hpp>
+#include <netinet/tcp.h>
+
 #include <charconv>
 
 namespace dwcp::amst {
@@ -166,6 +168,33 @@ awaitable<Result<wire::Control>> Connection::ReceiveControl(Millis deadline) {
     co_return ProtocolError("control message does not parse");
   }
   co_return message;
+}
+
+// glibc's tcp_info stops at tcpi_total_retrans; the kernel's UAPI struct goes on with these
+// fields (linux/tcp.h, stable since 4.10), filled when the buffer is large enough.
+struct TcpInfoExtended {
+  tcp_info base;
+  uint64_t pacing_rate, max_pacing_rate, bytes_acked, bytes_received;
+  uint32_t segs_out, segs_in, notsent_bytes, min_rtt, data_segs_in, data_segs_out;
+  uint64_t delivery_rate;
+};
+
+LinkSample Connection::SampleLink() const {
+  LinkSample s;
+  TcpInfoExtended info{};
+  socklen_t len = sizeof info;
+  if (getsockopt(const_cast<asio::ip::tcp::socket&>(socket_).native_handle(), IPPROTO_TCP,
+                 TCP_INFO, &info, &len) != 0) {
+    return s;
+  }
+  s.rtt_ms = info.base.tcpi_rtt / 1000.0;
+  if (len >= offsetof(TcpInfoExtended, delivery_rate) + sizeof(uint64_t)) {
+    s.bandwidth_bytes_per_second = static_cast<double>(info.delivery_rate);
+    if (info.segs_out > 0) {
+      s.loss_ratio = static_cast<double>(info.base.tcpi_total_retrans) / info.segs_out;
+    }
+  }
+  return s;
 }
 
 Status SplitHostPort(const std::string& address, std::string* host, uint16_t* port) {

@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "amst/frame.h"
+#include "amst/mode_detector.h"
 #include "common/status.h"
 #include "dwcp.pb.h"
 #include "obs/metrics.h"
@@ -58,6 +59,10 @@ class Connection : public std::enable_shared_from_this<Connection> {
 
   // Closes the socket, failing any pending operation. Thread-safe.
   void Close();
+
+  // The kernel's view of the link (TCP_INFO): smoothed RTT, delivery rate, retransmitted
+  // share. Zeroes when the socket is closed.
+  LinkSample SampleLink() const;
 
   uint64_t wire_bytes_sent() const { return wire_sent_; }
   uint64_t wire_bytes_received() const { return wire_received_; }

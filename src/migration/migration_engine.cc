@@ -498,11 +498,10 @@ awaitable<void> MigrationEngine::RunOutgoing(std::shared_ptr<Outgoing> m) {
     SteadyTime sent_at = clock_.Now();
     st = co_await send_ctl(hello);
     auto ack = co_await recv_ctl(config_.io_timeout);
-    // The handshake's round trip classifies the link (AMST refines this with measurements).
+    // The handshake's round trip is the first measurement of the link; rounds add TCP_INFO.
     double rtt_ms = Seconds(clock_.Now() - sent_at) * 1e3;
-    const char* mode = rtt_ms < 2 ? "datacenter" : rtt_ms < 30 ? "hybrid" : "internet";
     step.SetAttribute("net.rtt_ms", rtt_ms);
-    m->root.SetAttribute("mode", mode);
+    m->root.SetAttribute("mode", amst::LinkModeName(ObserveLink(rec.dest_node, {rtt_ms, 0, 0})));
     if (st.ok()) st = expect(ack, wire::Control::kHelloAck);
     if (st.ok() && ack->hello_ack().version() == 0) {
       st = FailedPrecondition("no common protocol version: " + ack->hello_ack().error());
@@ -628,6 +627,11 @@ awaitable<void> MigrationEngine::RunOutgoing(std::shared_ptr<Outgoing> m) {
     hde_span.End();
     round_span.SetAttribute("bytes", logical);
     round_span.SetAttribute("wire_bytes", wire);
+    amst::LinkSample link = conn->SampleLink();
+    amst::LinkMode mode = ObserveLink(rec.dest_node, link);
+    round_span.SetAttribute("mode", amst::LinkModeName(mode));
+    round_span.SetAttribute("net.rtt_ms", link.rtt_ms);
+    m->root.SetAttribute("mode", amst::LinkModeName(mode));
     co_return Status::Ok();
   };
 
@@ -1081,6 +1085,29 @@ awaitable<void> MigrationEngine::ServeIncoming(std::shared_ptr<amst::Connection>
     reject(st);
   }
   done();
+}
+
+amst::LinkMode MigrationEngine::ObserveLink(const std::string& peer,
+                                           const amst::LinkSample& sample) {
+  std::lock_guard lock(links_mu_);
+  auto [it, added] = links_.try_emplace(peer, config_.link_modes);
+  amst::ModeDetector& d = it->second;
+  const amst::LinkMode before = d.mode();
+  if (added) metrics_.links_in_mode(static_cast<int>(before)).Increment();
+  if (d.Observe(sample)) {
+    const amst::LinkMode after = d.mode();
+    metrics_.links_in_mode(static_cast<int>(before)).Decrement();
+    metrics_.links_in_mode(static_cast<int>(after)).Increment();
+    metrics_.mode_switches(static_cast<int>(after)).Increment();
+    obs::LogInfo("amst", "link mode changed",
+                 {{"peer", peer},
+                  {"from", amst::LinkModeName(before)},
+                  {"to", amst::LinkModeName(after)},
+                  {"rtt_ms", sample.rtt_ms},
+                  {"bandwidth_bytes_per_second", sample.bandwidth_bytes_per_second},
+                  {"loss_ratio", sample.loss_ratio}});
+  }
+  return d.mode();
 }
 
 bool MigrationEngine::ResolveInDoubt(const std::string& vm_id, const std::string& migration_id,

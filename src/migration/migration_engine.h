@@ -22,6 +22,7 @@
 #include <vector>
 
 #include "acp/state_store.h"
+#include "amst/mode_detector.h"
 #include "common/clock.h"
 #include "common/status.h"
 #include "obs/metrics.h"
@@ -53,6 +54,8 @@ struct EngineConfig {
   // Mutual TLS 1.3 on data connections (amst/tls.h); both null = plain TCP.
   std::shared_ptr<asio::ssl::context> tls_client;
   std::shared_ptr<asio::ssl::context> tls_server;
+  // Link mode detection per peer; `pinned` fixes the mode (config `amst_mode`).
+  amst::ModeDetectorConfig link_modes;
 };
 
 struct MigrationRequest {
@@ -110,6 +113,9 @@ class MigrationEngine {
   asio::awaitable<void> ServeIncoming(std::shared_ptr<amst::Connection> conn);
   // Resolves an incoming migration whose source went quiet after verification: resume if
   // the store says we own the VM, otherwise cancel it in the store so the source keeps it.
+  // Feeds a link measurement for `peer`; logs and counts a mode switch. Returns the mode.
+  amst::LinkMode ObserveLink(const std::string& peer, const amst::LinkSample& sample);
+
   bool ResolveInDoubt(const std::string& vm_id, const std::string& migration_id,
                       const std::string& source_node, uint64_t epoch);
 
@@ -137,6 +143,8 @@ class MigrationEngine {
   std::atomic<bool> stopping_{false};
   std::atomic<uint64_t> next_incoming_{0};
   std::atomic<bool> listening_{false};
+  std::mutex links_mu_;
+  std::map<std::string, amst::ModeDetector> links_;  // by peer node id
   std::atomic<uint64_t> protocol_errors_{0};
   std::atomic<uint64_t> digest_mismatches_{0};
 };

@@ -87,6 +87,8 @@ Status LoadYamlConfig(const std::string& path, NodeConfig* c) {
       DWCP_RETURN_IF_ERROR(ReadScalar(v, key, &c->log_level));
     } else if (key == "log_file") {
       DWCP_RETURN_IF_ERROR(ReadScalar(v, key, &c->log_file));
+    } else if (key == "amst_mode") {
+      DWCP_RETURN_IF_ERROR(ReadScalar(v, key, &c->amst_mode));
     } else if (key == "tls") {
       if (!v.IsMap()) return InvalidArgument("config key 'tls' must be a mapping");
       for (auto t = v.begin(); t != v.end(); ++t) {
@@ -245,6 +247,10 @@ Status ValidateNodeConfig(NodeConfig* c) {
   if (c->sampling.param < 0 || c->sampling.param > 1) {
     return InvalidArgument("sampling.param must be between 0 and 1");
   }
+  if (c->amst_mode != "auto" && c->amst_mode != "datacenter" && c->amst_mode != "hybrid" &&
+      c->amst_mode != "internet") {
+    return InvalidArgument("--amst-mode must be auto, datacenter, hybrid or internet");
+  }
   std::string pprof_host;
   st = amst::SplitHostPort(c->pprof_listen, &pprof_host, &port);
   if (!st.ok()) return InvalidArgument("--pprof-listen: " + st.message());
@@ -290,6 +296,10 @@ Result<NodeConfig> ParseNodeConfig(int argc, char** argv, bool* exit_now) {
   app.add_option("--log-level", flags.log_level, "debug, info, warn or error")
       ->capture_default_str();
   app.add_option("--log-file", flags.log_file, "Write JSON logs here instead of stderr");
+  app.add_option("--amst-mode", flags.amst_mode,
+                 "Link mode: auto (detect from RTT, bandwidth, loss) or pin datacenter, hybrid, "
+                 "internet")
+      ->capture_default_str();
   app.add_option("--tls", flags.tls,
                  "Mutual TLS 1.3 between nodes (true/false); needs --tls-ca/--tls-cert/--tls-key")
       ->capture_default_str();
@@ -345,6 +355,7 @@ Result<NodeConfig> ParseNodeConfig(int argc, char** argv, bool* exit_now) {
   if (given("--api-token")) config.api_token = flags.api_token;
   if (given("--pprof-listen")) config.pprof_listen = flags.pprof_listen;
   if (given("--tls")) config.tls = flags.tls;
+  if (given("--amst-mode")) config.amst_mode = flags.amst_mode;
   if (given("--tls-ca")) config.tls_ca = flags.tls_ca;
   if (given("--tls-cert")) config.tls_cert = flags.tls_cert;
   if (given("--tls-key")) config.tls_key = flags.tls_key;

@@ -45,6 +45,7 @@ struct NodeConfig {
   std::string api_token;                        // bearer token for mutating API calls; "" = none
   std::string pprof_listen = "127.0.0.1:6060";  // /debug/pprof/ (loopback unless configured)
   // Mutual TLS 1.3 on data connections (docs/security.md): on unless turned off.
+  std::string amst_mode = "auto";  // auto | datacenter | hybrid | internet (pinned)
   bool tls = true;
   std::string tls_ca, tls_cert, tls_key;
   int64_t downtime_budget_ms = 300;

@@ -89,6 +89,7 @@ Status Node::Init() {
   }
 
   migration::EngineConfig ec;
+  if (config_.amst_mode != "auto") ec.link_modes.pinned = amst::ParseLinkMode(config_.amst_mode);
   if (config_.tls) {
     amst::TlsConfig tls{true, config_.tls_ca, config_.tls_cert, config_.tls_key};
     auto client = amst::MakeTlsContext(tls, /*server=*/false);

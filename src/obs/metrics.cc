@@ -55,6 +55,9 @@ class ComputedGauge final : public prometheus::Collectable {
 
 }  // namespace
 
+const prometheus::Histogram::BucketBoundaries& RatioBuckets() { return kRatioBuckets; }
+const prometheus::Histogram::BucketBoundaries& OperationBuckets() { return kOpBuckets; }
+
 const char* ComponentName(Component c) {
   static const char* kNames[] = {"amst", "hde", "pba", "acp", "ass", "itp"};
   return kNames[static_cast<int>(c)];
@@ -126,6 +129,28 @@ Metrics::Metrics(std::shared_ptr<prometheus::Registry> r)
                     .Help("Pages encoded by HDE, by encoding")
                     .Register(*r)
                     .Add({{"encoding", "raw"}})),
+      pages_dedup(BuildCounter()
+                      .Name("dwcp_v3_hde_pages_total")
+                      .Help("Pages encoded by HDE, by encoding")
+                      .Register(*r)
+                      .Add({{"encoding", "dedup"}})),
+      pages_delta(BuildCounter()
+                      .Name("dwcp_v3_hde_pages_total")
+                      .Help("Pages encoded by HDE, by encoding")
+                      .Register(*r)
+                      .Add({{"encoding", "delta"}})),
+      delta_base_hits(BuildCounter()
+                          .Name("dwcp_v3_hde_delta_base_lookups_total")
+                          .Help("HDE pages sent again (not as zero or dedup) whose previous "
+                                "version was (hit) or was not (miss) available as a delta base")
+                          .Register(*r)
+                          .Add({{"result", "hit"}})),
+      delta_base_misses(BuildCounter()
+                            .Name("dwcp_v3_hde_delta_base_lookups_total")
+                            .Help("HDE pages sent again (not as zero or dedup) whose previous "
+                                  "version was (hit) or was not (miss) available as a delta base")
+                            .Register(*r)
+                            .Add({{"result", "miss"}})),
       hde_input_bytes(BuildCounter()
                           .Name("dwcp_v3_hde_input_bytes_total")
                           .Help("Guest bytes given to the HDE encoder")
@@ -146,6 +171,16 @@ Metrics::Metrics(std::shared_ptr<prometheus::Registry> r)
                          .Help("Guest bytes per encoded byte of each page batch, by algorithm")
                          .Register(*r)
                          .Add({{"algorithm", "none"}}, kRatioBuckets)),
+      compression_lz4(BuildHistogram()
+                          .Name("dwcp_v3_compression_ratio")
+                          .Help("Guest bytes per encoded byte of each page batch, by algorithm")
+                          .Register(*r)
+                          .Add({{"algorithm", "lz4"}}, kRatioBuckets)),
+      compression_zstd(BuildHistogram()
+                           .Name("dwcp_v3_compression_ratio")
+                           .Help("Guest bytes per encoded byte of each page batch, by algorithm")
+                           .Register(*r)
+                           .Add({{"algorithm", "zstd"}}, kRatioBuckets)),
       encode_latency(BuildHistogram()
                          .Name("dwcp_v3_component_latency_seconds")
                          .Help("Latency of individual component operations")
@@ -268,12 +303,36 @@ Metrics::Metrics(std::shared_ptr<prometheus::Registry> r)
   for (Component c : {Component::kAmst, Component::kHde, Component::kAcp}) {
     latency_[static_cast<int>(c)] = &lat.Add({{"component", ComponentName(c)}}, kLatencyBuckets);
   }
+  auto& switches = CounterFamily(Component::kAmst, "mode_switches",
+                                 "Peer links that switched into a link mode (datacenter, hybrid, "
+                                 "internet), from measured RTT, bandwidth and loss");
+  auto& links = GaugeFamily(Component::kAmst, "links", "",
+                            "Peer links by their current link mode");
+  const char* kModes[] = {"datacenter", "hybrid", "internet"};
+  for (int m = 0; m < 3; ++m) {
+    mode_switches_[m] = &switches.Add({{"mode", kModes[m]}});
+    links_in_mode_[m] = &links.Add({{"mode", kModes[m]}});
+  }
   AddComputedGauge("dwcp_v3_hde_compression_ratio",
                    "Guest bytes per encoded byte over every batch HDE encoded on this node "
                    "(1 = no reduction; 0 before the first batch)",
                    [this] {
                      double out = hde_output_bytes.Value();
                      return out > 0 ? hde_input_bytes.Value() / out : 0.0;
+                   });
+  AddComputedGauge("dwcp_v3_hde_dedup_hit_ratio",
+                   "Share of the non-zero pages HDE encoded on this node that it sent as "
+                   "references to pages the destination already held (0 before the first)",
+                   [this] {
+                     double nonzero = pages_raw.Value() + pages_dedup.Value() + pages_delta.Value();
+                     return nonzero > 0 ? pages_dedup.Value() / nonzero : 0.0;
+                   });
+  AddComputedGauge("dwcp_v3_hde_delta_hit_ratio",
+                   "Share of the pages HDE sent again (not as zero or dedup) that went as deltas "
+                   "against their previous version (0 before the first)",
+                   [this] {
+                     double again = delta_base_hits.Value() + delta_base_misses.Value();
+                     return again > 0 ? pages_delta.Value() / again : 0.0;
                    });
   AddComputedGauge("dwcp_v3_hde_compression_ratio_percent",
                    "Share of guest bytes HDE saved on the wire over every batch it encoded on "

@@ -61,6 +61,12 @@ inline constexpr double kHealthDown = 0;
 inline constexpr double kHealthDegraded = 0.5;
 inline constexpr double kHealthy = 1;
 
+// Bucket boundaries of families that several components add series to: every series of a
+// family must share them. RatioBuckets: dwcp_v3_compression_ratio and other ratios of
+// bytes; OperationBuckets: dwcp_v3_component_latency_seconds and per-operation latencies.
+const prometheus::Histogram::BucketBoundaries& RatioBuckets();
+const prometheus::Histogram::BucketBoundaries& OperationBuckets();
+
 class Metrics {
  public:
   Metrics();
@@ -104,6 +110,12 @@ class Metrics {
   // dwcp_v3_component_health{component}: set by the node's health checks; a component
   // appears once it has been checked (components not in this build never appear).
   void SetHealth(Component c, double value);
+  // Link modes in amst::LinkMode order: datacenter, hybrid, internet.
+  // dwcp_v3_amst_mode_switches_total{mode}: switches of a peer link into `mode`.
+  prometheus::Counter& mode_switches(int mode) { return *mode_switches_[mode]; }
+  // dwcp_v3_amst_links{mode}: peer links currently classified as `mode`.
+  prometheus::Gauge& links_in_mode(int mode) { return *links_in_mode_[mode]; }
+
   // dwcp_v3_api_requests_total{code}: HTTP API requests by status code.
   void CountApiRequest(int http_status);
 
@@ -114,10 +126,17 @@ class Metrics {
   prometheus::Counter& wire_received;     // ...{direction="received"}
   prometheus::Counter& pages_zero;        // dwcp_v3_hde_pages_total{encoding="zero"}
   prometheus::Counter& pages_raw;         // dwcp_v3_hde_pages_total{encoding="raw"}
+  prometheus::Counter& pages_dedup;       // ...{encoding="dedup"}: HDE references to held pages
+  prometheus::Counter& pages_delta;       // ...{encoding="delta"}: HDE deltas
+  prometheus::Counter& delta_base_hits;   // dwcp_v3_hde_delta_base_lookups_total{result="hit"}
+  prometheus::Counter& delta_base_misses; // ...{result="miss"}
   prometheus::Counter& hde_input_bytes;   // dwcp_v3_hde_input_bytes_total
   prometheus::Counter& hde_output_bytes;  // dwcp_v3_hde_output_bytes_total
   prometheus::Histogram& compression_v3;  // dwcp_v3_compression_ratio{algorithm="zero"}
-  prometheus::Histogram& compression_v1;  // dwcp_v3_compression_ratio{algorithm="none"}
+  prometheus::Histogram& compression_v1;  // dwcp_v3_compression_ratio{algorithm="none"} (also
+                                          // HDE batches sent without a codec)
+  prometheus::Histogram& compression_lz4;   // ...{algorithm="lz4"}
+  prometheus::Histogram& compression_zstd;  // ...{algorithm="zstd"}
   prometheus::Histogram& encode_latency;  // dwcp_v3_component_latency_seconds{hde,encode_batch}
   prometheus::Histogram& commit_latency;  // dwcp_v3_component_latency_seconds{acp,commit}
   prometheus::Histogram& store_latency;   // dwcp_v3_acp_store_latency_seconds
@@ -143,6 +162,8 @@ class Metrics {
   prometheus::Family<prometheus::Counter>* api_family_;
   std::array<std::array<prometheus::Counter*, 2>, kMigrationResultCount> migrations_{};
   std::array<prometheus::Histogram*, kComponentCount> latency_{};
+  std::array<prometheus::Counter*, 3> mode_switches_{};
+  std::array<prometheus::Gauge*, 3> links_in_mode_{};
   prometheus::Family<prometheus::Gauge>* health_family_;
   std::array<std::atomic<prometheus::Gauge*>, kComponentCount> health_{};
   mutable std::mutex collectables_mu_;
