@@ -282,7 +282,10 @@ void ApiServer::ComponentMetrics(const httplib::Request& req, httplib::Response&
 
 void ApiServer::MetricsSummary(const httplib::Request&, httplib::Response& res) {
   obs::SummaryContext ctx{node_.config().node_id, node_.migrations_per_minute()};
-  SendJson(res, 200, obs::Summary(node_.metrics().Collect(), ctx));
+  nlohmann::json summary = obs::Summary(node_.metrics().Collect(), ctx);
+  summary["sla"] = node_.sla().SlaSummary();
+  summary["anomalies"] = node_.anomaly().AnomalySummary(20);
+  SendJson(res, 200, summary);
 }
 
 void ApiServer::GetLogLevel(const httplib::Request&, httplib::Response& res) {

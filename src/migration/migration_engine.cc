@@ -796,6 +796,12 @@ awaitable<void> MigrationEngine::RunOutgoing(std::shared_ptr<Outgoing> m) {
   metrics_.migrations(obs::MigrationResult::kSuccess, conn->protocol()).Increment();
   metrics_.migration_latency(shares.Dominant()).Observe(rec.total_ms / 1e3);
   metrics_.downtime.Observe(rec.downtime_ms / 1e3);
+  if (config_.on_success) {
+    config_.on_success({rec.total_ms / 1e3, rec.throughput_bps,
+                        rec.network_bytes > 0 ? double(rec.bytes_transferred) / rec.network_bytes
+                                              : 0,
+                        trace_id, rec.vm_id, rec.id});
+  }
   metrics_.rounds.Observe(round);
   m->root.SetAttribute("phase", rec.phase);
   m->root.SetAttribute("rounds", round);

@@ -39,6 +39,15 @@ struct SpanContext;
 
 namespace dwcp::migration {
 
+// Called once per successful migration (source side), e.g. to feed anomaly detection.
+struct FinishedMigration {
+  double latency_seconds = 0;
+  double throughput_bytes_per_second = 0;
+  double compression_ratio = 0;  // logical / wire bytes
+  std::string trace_id, vm_id, migration_id;
+};
+using MigrationObserver = std::function<void(const FinishedMigration&)>;
+
 struct EngineConfig {
   std::string node_id;
   int64_t downtime_budget_ms = 300;
@@ -56,6 +65,7 @@ struct EngineConfig {
   std::shared_ptr<asio::ssl::context> tls_server;
   // Link mode detection per peer; `pinned` fixes the mode (config `amst_mode`).
   amst::ModeDetectorConfig link_modes;
+  MigrationObserver on_success;  // may be empty
 };
 
 struct MigrationRequest {

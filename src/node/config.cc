@@ -9,7 +9,9 @@
 
 #include "amst/connection.h"
 #include "common/units.h"
+#include "obs/anomaly.h"
 #include "obs/log.h"
+#include "obs/sla.h"
 
 namespace dwcp::node {
 namespace {
@@ -68,7 +70,7 @@ Status LoadYamlConfig(const std::string& path, NodeConfig* c) {
   for (auto it = root.begin(); it != root.end(); ++it) {
     std::string key;
     DWCP_RETURN_IF_ERROR(key_of(it->first, "", &seen, &key));
-    const YAML::Node& v = it->second;
+    const YAML::Node v = it->second;  // a handle; the iterator's value is a temporary
     if (key == "node_id") {
       DWCP_RETURN_IF_ERROR(ReadScalar(v, key, &c->node_id));
     } else if (key == "region") {
@@ -87,6 +89,10 @@ Status LoadYamlConfig(const std::string& path, NodeConfig* c) {
       DWCP_RETURN_IF_ERROR(ReadScalar(v, key, &c->log_level));
     } else if (key == "log_file") {
       DWCP_RETURN_IF_ERROR(ReadScalar(v, key, &c->log_file));
+    } else if (key == "sla") {
+      DWCP_RETURN_IF_ERROR(obs::ParseSlaConfig(v, &c->sla));
+    } else if (key == "anomaly") {
+      DWCP_RETURN_IF_ERROR(obs::ParseAnomalyConfig(v, &c->anomaly));
     } else if (key == "amst_mode") {
       DWCP_RETURN_IF_ERROR(ReadScalar(v, key, &c->amst_mode));
     } else if (key == "tls") {

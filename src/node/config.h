@@ -7,6 +7,8 @@
 #include <vector>
 
 #include "common/status.h"
+#include "obs/anomaly.h"
+#include "obs/sla.h"
 
 namespace dwcp::node {
 
@@ -57,6 +59,8 @@ struct NodeConfig {
   std::string otlp_endpoint = "localhost:4317";  // the OpenTelemetry Collector
   SamplingConfig sampling;
   ProfilingConfig profiling;
+  obs::SlaConfig sla;          // `sla:` objectives (docs/sla.md)
+  obs::AnomalyConfig anomaly;  // `anomaly:` detector tuning (docs/anomaly.md)
 
   std::string StorePath() const { return store.empty() ? data_dir + "/state.db" : store; }
 };

@@ -88,7 +88,16 @@ Status Node::Init() {
     tracer_ = std::make_unique<obs::trace::Tracer>(tc, &metrics_);
   }
 
+  sla_ = std::make_unique<obs::SlaEvaluator>(config_.sla, metrics_, clock_);
+  anomaly_ = std::make_unique<obs::AnomalyDetector>(config_.anomaly, metrics_, clock_);
+
   migration::EngineConfig ec;
+  ec.on_success = [this](const migration::FinishedMigration& f) {
+    anomaly_->ObserveMigration(obs::MigrationObservation{f.latency_seconds,
+                                                         f.throughput_bytes_per_second,
+                                                         f.compression_ratio, f.trace_id, f.vm_id,
+                                                         f.migration_id});
+  };
   if (config_.amst_mode != "auto") ec.link_modes.pinned = amst::ParseLinkMode(config_.amst_mode);
   if (config_.tls) {
     amst::TlsConfig tls{true, config_.tls_ca, config_.tls_cert, config_.tls_key};
@@ -246,6 +255,9 @@ void Node::BackgroundLoop() {
     metrics_.store_latency.Observe(store_seconds);
     CheckFencing();
     SampleHealthAndResources(store_ok, store_seconds);
+    auto families = metrics_.Collect();  // one scrape feeds both
+    sla_->Tick(obs::SlaInputs::FromFamilies(families));
+    anomaly_->Tick(obs::AnomalyTick::FromFamilies(families));
     lock.lock();
   }
 }

@@ -17,6 +17,8 @@
 #include "common/status.h"
 #include "migration/migration_engine.h"
 #include "node/config.h"
+#include "obs/anomaly.h"
+#include "obs/sla.h"
 #include "obs/metrics.h"
 #include "vm/vm_table.h"
 
@@ -65,6 +67,8 @@ class Node {
   Result<acp::MigrationRecord> StartMigration(const migration::MigrationRequest& request);
 
   bool ready() const { return ready_; }
+  const obs::SlaEvaluator& sla() const { return *sla_; }
+  const obs::AnomalyDetector& anomaly() const { return *anomaly_; }
   // Finished migrations (this node as source) over the last minute.
   double migrations_per_minute() const { return migrations_per_minute_.load(); }
   const NodeConfig& config() const { return config_; }
@@ -93,6 +97,8 @@ class Node {
   obs::Metrics metrics_;
   std::unique_ptr<obs::trace::Tracer> tracer_;  // null when tracing is off
   std::unique_ptr<acp::StateStore> store_;
+  std::unique_ptr<obs::SlaEvaluator> sla_;
+  std::unique_ptr<obs::AnomalyDetector> anomaly_;
   vm::VmTable vms_;
   asio::io_context io_;
   std::unique_ptr<asio::executor_work_guard<asio::io_context::executor_type>> work_;

@@ -183,6 +183,13 @@ TEST(ObservabilityTest, ComponentEndpointsAndSummary) {
   EXPECT_EQ(s["health"]["acp"], 1);
   EXPECT_EQ(s["errors"]["total"], 0);
   EXPECT_GT(s["resources"]["resident_memory_bytes"].get<double>(), 0);
+  // SLA and anomaly figures (guide 7.4, 7.5): present from the start, healthy here.
+  EXPECT_TRUE(s.contains("sla")) << s.dump();
+  EXPECT_TRUE(s.contains("anomalies")) << s.dump();
+  std::string text = c.Metrics("node-a");
+  EXPECT_EQ(MetricValue(text, "dwcp_v3_sla_compliance", "sla_type=\"overall\""), 1);
+  EXPECT_EQ(MetricValue(text, "dwcp_v3_sla_violations_total"), 0);
+  EXPECT_EQ(MetricValue(text, "dwcp_v3_anomaly_detections_total"), 0);
 }
 
 TEST(ObservabilityTest, HealthDegradesOnProtocolErrorsAndLogLevelChangesAtRuntime) {
