@@ -61,7 +61,8 @@ const char* ErrorTypeOf(StatusCode code) {
 
 obs::Component ComponentOfError(StatusCode code) {
   switch (code) {
-    case StatusCode::kUnauthenticated: return obs::Component::kAmst;
+    case StatusCode::kUnauthenticated:
+      return obs::Component::kAmst;
     case StatusCode::kDataLoss:
       return obs::Component::kHde;
     case StatusCode::kFailedPrecondition:
@@ -305,6 +306,7 @@ Result<acp::MigrationRecord> MigrationEngine::Start(const MigrationRequest& req)
                {{"vm_id", req.vm_id},
                 {"migration_id", m->record.id},
                 {"trace_id", m->root.context().valid() ? m->root.context().TraceIdHex() : ""},
+                {"span_id", m->root.context().valid() ? m->root.context().SpanIdHex() : ""},
                 {"source", config_.node_id},
                 {"destination", req.dest_node},
                 {"memory_bytes", vm->memory_bytes}});
@@ -339,6 +341,7 @@ awaitable<void> MigrationEngine::RunOutgoing(std::shared_ptr<Outgoing> m) {
   task.SetState("connecting");
   const obs::trace::SpanContext root_ctx = m->root.context();
   const std::string trace_id = root_ctx.valid() ? root_ctx.TraceIdHex() : "";
+  const std::string span_id = root_ctx.valid() ? root_ctx.SpanIdHex() : "";
   obs::trace::Span transfer;  // transfer_data: every round, pre-copy and stop-and-copy
   obs::trace::Span step;      // the current step's span, failed with the migration
 
@@ -409,6 +412,7 @@ awaitable<void> MigrationEngine::RunOutgoing(std::shared_ptr<Outgoing> m) {
                   {{"vm_id", rec.vm_id},
                    {"migration_id", rec.id},
                    {"trace_id", trace_id},
+                   {"span_id", span_id},
                    {"error", why.ToString()},
                    {"latency_ms", rec.total_ms},
                    {"round", rec.round},
@@ -797,10 +801,10 @@ awaitable<void> MigrationEngine::RunOutgoing(std::shared_ptr<Outgoing> m) {
   metrics_.migration_latency(shares.Dominant()).Observe(rec.total_ms / 1e3);
   metrics_.downtime.Observe(rec.downtime_ms / 1e3);
   if (config_.on_success) {
-    config_.on_success({rec.total_ms / 1e3, rec.throughput_bps,
-                        rec.network_bytes > 0 ? double(rec.bytes_transferred) / rec.network_bytes
-                                              : 0,
-                        trace_id, rec.vm_id, rec.id});
+    config_.on_success(
+        {rec.total_ms / 1e3, rec.throughput_bps,
+         rec.network_bytes > 0 ? double(rec.bytes_transferred) / rec.network_bytes : 0, trace_id,
+         rec.vm_id, rec.id});
   }
   metrics_.rounds.Observe(round);
   m->root.SetAttribute("phase", rec.phase);
@@ -812,6 +816,7 @@ awaitable<void> MigrationEngine::RunOutgoing(std::shared_ptr<Outgoing> m) {
                {{"vm_id", rec.vm_id},
                 {"migration_id", rec.id},
                 {"trace_id", trace_id},
+                {"span_id", span_id},
                 {"destination", rec.dest_node},
                 {"latency_ms", rec.total_ms},
                 {"downtime_ms", rec.downtime_ms},
@@ -842,7 +847,7 @@ awaitable<void> MigrationEngine::ServeIncoming(std::shared_ptr<amst::Connection>
   std::shared_ptr<vm::Guest> guest;
   bool verified = false;
   obs::trace::Span span;  // receive_migration, continuing the source's trace
-  std::string trace_id;
+  std::string trace_id, span_id;
 
   // Logs and counts a failed incoming migration (or a bad connection) and discards state.
   auto reject = [&](const Status& why) {
@@ -850,13 +855,16 @@ awaitable<void> MigrationEngine::ServeIncoming(std::shared_ptr<amst::Connection>
     bool tls = why.code() == StatusCode::kUnauthenticated;
     if (protocol) ++protocol_errors_;
     metrics_.CountError(protocol || tls ? obs::Component::kAmst : ComponentOfError(why.code()),
-                        protocol ? "protocol" : tls ? "tls" : StatusCodeName(why.code()),
+                        protocol ? "protocol"
+                        : tls    ? "tls"
+                                 : StatusCodeName(why.code()),
                         protocol || tls ? "critical" : "warning");
     span.SetError(why.ToString());
     obs::LogError(protocol ? "amst" : "migration",
                   protocol ? "closing connection after a bad frame" : "incoming migration failed",
                   {{"peer", conn->peer()},
                    {"trace_id", trace_id},
+                   {"span_id", span_id},
                    {"error", why.ToString()},
                    {"vm_id", vm_id},
                    {"migration_id", migration_id}});
@@ -870,9 +878,9 @@ awaitable<void> MigrationEngine::ServeIncoming(std::shared_ptr<amst::Connection>
   if (config_.tls_server) {
     Status tls = co_await conn->StartTls(*config_.tls_server, /*server=*/true, config_.io_timeout);
     if (!tls.ok()) {
-      reject(tls.code() == StatusCode::kDeadlineExceeded ? tls
-                                                         : Status(StatusCode::kUnauthenticated,
-                                                                  "refused peer: " + tls.message()));
+      reject(tls.code() == StatusCode::kDeadlineExceeded
+                 ? tls
+                 : Status(StatusCode::kUnauthenticated, "refused peer: " + tls.message()));
       done();
       co_return;
     }
@@ -925,7 +933,10 @@ awaitable<void> MigrationEngine::ServeIncoming(std::shared_ptr<amst::Connection>
     span.SetAttribute("migration.id", migration_id);
     span.SetAttribute("source.node", source_node);
     span.SetAttribute("destination.node", config_.node_id);
-    if (span.context().valid()) trace_id = span.context().TraceIdHex();
+    if (span.context().valid()) {
+      trace_id = span.context().TraceIdHex();
+      span_id = span.context().SpanIdHex();
+    }
   }
   metrics_.migrations_in.Increment();
   counted = true;
@@ -978,6 +989,7 @@ awaitable<void> MigrationEngine::ServeIncoming(std::shared_ptr<amst::Connection>
                {{"vm_id", vm_id},
                 {"migration_id", migration_id},
                 {"trace_id", trace_id},
+                {"span_id", span_id},
                 {"source", source_node},
                 {"memory_bytes", b.memory_bytes()},
                 {"protocol", "v" + std::to_string(version)}});
@@ -1080,6 +1092,7 @@ awaitable<void> MigrationEngine::ServeIncoming(std::shared_ptr<amst::Connection>
                  {{"vm_id", vm_id},
                   {"migration_id", migration_id},
                   {"trace_id", trace_id},
+                  {"span_id", span_id},
                   {"epoch", epoch + 1}});
     if (commit_received) {
       wire::Control r;
@@ -1094,7 +1107,7 @@ awaitable<void> MigrationEngine::ServeIncoming(std::shared_ptr<amst::Connection>
 }
 
 amst::LinkMode MigrationEngine::ObserveLink(const std::string& peer,
-                                           const amst::LinkSample& sample) {
+                                            const amst::LinkSample& sample) {
   std::lock_guard lock(links_mu_);
   auto [it, added] = links_.try_emplace(peer, config_.link_modes);
   amst::ModeDetector& d = it->second;

@@ -179,6 +179,9 @@ TEST(TracingIntegrationTest, OneTraceFollowsAMigrationAcrossNodes) {
     auto j = nlohmann::json::parse(line, nullptr, false);
     if (!j.is_discarded() && j.value("message", "") == "vm resumed on destination") {
       correlated = j.value("trace_id", "") == root->trace_id;
+      // ...and the span id of the destination's receive_migration span.
+      const std::string span_id = j.value("span_id", "");
+      correlated = correlated && by_id.count(span_id) && by_id[span_id]->name == "receive_migration";
     }
   }
   EXPECT_TRUE(correlated);
