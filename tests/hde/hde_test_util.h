@@ -14,7 +14,8 @@ namespace dwcp::hde::testing {
 
 using vm::kPageSize;
 
-// A flat in-memory guest that counts the writes made to it. No dirty logging, no vCPUs.
+// A flat in-memory guest that counts the writes made to it (writes(): every WritePage and
+// ZeroPage; page_writes() and zeroes() separately). No dirty logging, no vCPUs.
 class MemoryGuest final : public vm::Guest {
  public:
   explicit MemoryGuest(uint64_t pages) : mem_(pages * kPageSize, 0) {
@@ -27,11 +28,11 @@ class MemoryGuest final : public vm::Guest {
   uint8_t* MutablePage(uint64_t index) { return &mem_[index * kPageSize]; }
   void WritePage(uint64_t index, const uint8_t* data) override {
     std::memmove(MutablePage(index), data, kPageSize);
-    ++writes_;
+    ++page_writes_;
   }
   void ZeroPage(uint64_t index) override {
     std::memset(MutablePage(index), 0, kPageSize);
-    ++writes_;
+    ++zeroes_;
   }
   void StartDirtyLog() override {}
   void StopDirtyLog() override {}
@@ -50,12 +51,15 @@ class MemoryGuest final : public vm::Guest {
     return {mem_.begin() + index * kPageSize, mem_.begin() + (index + 1) * kPageSize};
   }
   const std::vector<uint8_t>& bytes() const { return mem_; }
-  int writes() const { return writes_; }
+  int writes() const { return page_writes_ + zeroes_; }
+  int page_writes() const { return page_writes_; }
+  int zeroes() const { return zeroes_; }
 
  private:
   vm::GuestSpec spec_;
   std::vector<uint8_t> mem_;
-  int writes_ = 0;
+  int page_writes_ = 0;
+  int zeroes_ = 0;
 };
 
 // Pages of the synthetic content model, by class: a booted idle guest to copy them from.

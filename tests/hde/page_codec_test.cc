@@ -9,6 +9,7 @@
 #include <string>
 #include <vector>
 
+#include "hde_test_util.h"
 #include "vm/synthetic_guest.h"
 
 namespace dwcp::hde {
@@ -16,46 +17,7 @@ namespace {
 
 using vm::kPageSize;
 
-// An in-memory guest: a flat byte vector, counting writes so tests can see exactly what
-// ApplyPageBatch touched. Dirty logging and vCPUs are not modelled.
-class FakeGuest final : public vm::Guest {
- public:
-  explicit FakeGuest(uint64_t pages) : mem_(pages * kPageSize, 0) {
-    spec_.id = "fake";
-    spec_.memory_bytes = pages * kPageSize;
-  }
-
-  const vm::GuestSpec& spec() const override { return spec_; }
-  const uint8_t* PageData(uint64_t index) const override { return &mem_[index * kPageSize]; }
-  uint8_t* MutablePage(uint64_t index) { return &mem_[index * kPageSize]; }
-  void WritePage(uint64_t index, const uint8_t* data) override {
-    std::memcpy(MutablePage(index), data, kPageSize);
-    ++writes_;
-  }
-  void ZeroPage(uint64_t index) override {
-    std::memset(MutablePage(index), 0, kPageSize);
-    ++zeroes_;
-  }
-  void StartDirtyLog() override {}
-  void StopDirtyLog() override {}
-  void CollectDirtyPages(std::vector<uint64_t>*) override {}
-  uint64_t DirtyPageCount() const override { return 0; }
-  void Pause() override {}
-  void Resume() override {}
-  bool running() const override { return false; }
-  std::string Digest() const override { return vm::MemoryDigest(mem_.data(), mem_.size()); }
-  uint64_t pages_written() const override { return 0; }
-
-  const std::vector<uint8_t>& bytes() const { return mem_; }
-  int writes() const { return writes_; }
-  int zeroes() const { return zeroes_; }
-
- private:
-  vm::GuestSpec spec_;
-  std::vector<uint8_t> mem_;
-  int writes_ = 0;
-  int zeroes_ = 0;
-};
+using FakeGuest = testing::MemoryGuest;  // counts page writes and zeroings apart
 
 std::vector<uint8_t> PatternPage(uint8_t seed) {
   std::vector<uint8_t> p(kPageSize);
@@ -225,7 +187,7 @@ TEST(PageCodecTest, ApplyWritesExactlyTheBatchPages) {
   EXPECT_EQ(round, 12u);
   EXPECT_EQ(stats.pages, 3u);
   EXPECT_EQ(stats.zero_pages, 1u);
-  EXPECT_EQ(dst.writes(), 2);
+  EXPECT_EQ(dst.page_writes(), 2);
   EXPECT_EQ(dst.zeroes(), 1);
   for (uint64_t i = 0; i < 8; ++i) {
     bool sent = i == 1 || i == 5 || i == 6;
@@ -333,7 +295,7 @@ class PageCodecMalformedTest : public ::testing::Test {
     EXPECT_EQ(round, 12345u) << "round written on failure";
     EXPECT_EQ(stats.pages, 0u);
     EXPECT_EQ(stats.zero_pages, 0u);
-    EXPECT_EQ(guest_.writes(), 0);
+    EXPECT_EQ(guest_.page_writes(), 0);
     EXPECT_EQ(guest_.zeroes(), 0);
     EXPECT_TRUE(guest_.bytes() == before_) << "guest memory changed";
     EXPECT_EQ(guest_.Digest(), digest_before_);
@@ -348,7 +310,7 @@ TEST_F(PageCodecMalformedTest, ValidBatchIsAccepted) {
   uint32_t round = 0;
   ASSERT_TRUE(ApplyPageBatch(ValidBatch(), guest_, &round, nullptr).ok());
   EXPECT_EQ(round, 9u);
-  EXPECT_EQ(guest_.writes(), 2);
+  EXPECT_EQ(guest_.page_writes(), 2);
   EXPECT_EQ(guest_.zeroes(), 1);
 }
 
