@@ -3,7 +3,7 @@ BUILD_DIR ?= build
 JOBS ?= $(shell nproc)
 CMAKE_FLAGS ?= -DCMAKE_BUILD_TYPE=RelWithDebInfo
 
-.PHONY: all deps build test unit integration demo bench format clean
+.PHONY: all deps build test unit integration demo bench bench-wan format clean
 
 all: build
 
@@ -40,6 +40,12 @@ demo: build
 
 bench: build
 	bash bench/migrate_bench.sh
+
+# WAN benchmarks through linkem (needs root) and on loopback: bench/wan_bench.sh. Pick
+# scenarios with WAN_BENCH="wan lossy loopback rss" (default: all); EXTRA_FLAGS reach dwcpd.
+WAN_BENCH ?=
+bench-wan: build
+	BUILD_DIR=$(BUILD_DIR) bash bench/wan_bench.sh $(WAN_BENCH)
 
 format:
 	clang-format -i $$(git ls-files '*.cc' '*.h')

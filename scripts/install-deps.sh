@@ -14,8 +14,11 @@ packages=(
   libspdlog-dev libfmt-dev nlohmann-json3-dev libyaml-cpp-dev libcli11-dev
   libeigen3-dev libsqlite3-dev sqlite3
   libgtest-dev libgmock-dev libbenchmark-dev
-  # real components the tests start (promtool checks the exposition)
-  prometheus
+  # real components the tests start (promtool checks the exposition and deploy/ rules;
+  # amtool checks deploy/alertmanager/)
+  prometheus prometheus-alertmanager
+  # deploy/ checks of the YAML no Debian tool validates (tests/deploy/check_yaml.py)
+  python3-yaml
   # tools the tests and demo use
   curl procps iproute2 python3
 )

@@ -66,6 +66,17 @@ CREATE TABLE IF NOT EXISTS leases (
   holder     TEXT    NOT NULL,
   expires_ms INTEGER NOT NULL
 );
+CREATE TABLE IF NOT EXISTS rollouts (
+  region     TEXT    NOT NULL PRIMARY KEY,
+  stage      TEXT    NOT NULL,
+  percent    REAL    NOT NULL,
+  halted     INTEGER NOT NULL,
+  version    INTEGER NOT NULL,
+  reason     TEXT    NOT NULL,
+  detail     TEXT    NOT NULL,
+  changed_by TEXT    NOT NULL,
+  changed_ms INTEGER NOT NULL
+);
 )sql";
 
 constexpr char kJournalModeWal[] = "PRAGMA journal_mode = WAL";
@@ -133,6 +144,17 @@ constexpr char kGetLease[] = "SELECT holder, expires_ms FROM leases WHERE name =
 constexpr char kPutLease[] =
     "INSERT OR REPLACE INTO leases (name, holder, expires_ms) VALUES (?1, ?2, ?3)";
 constexpr char kDeleteLease[] = "DELETE FROM leases WHERE name = ?1";
+
+constexpr char kGetRollout[] =
+    "SELECT region, stage, percent, halted, version, reason, detail, changed_by, changed_ms "
+    "FROM rollouts WHERE region = ?1";
+constexpr char kListRollouts[] =
+    "SELECT region, stage, percent, halted, version, reason, detail, changed_by, changed_ms "
+    "FROM rollouts ORDER BY region";
+constexpr char kGetRolloutVersion[] = "SELECT version, stage FROM rollouts WHERE region = ?1";
+constexpr char kPutRollout[] =
+    "INSERT OR REPLACE INTO rollouts (region, stage, percent, halted, version, reason, detail, "
+    "changed_by, changed_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)";
 
 bool IsBusy(int rc) {
   const int primary = rc & 0xff;
@@ -260,6 +282,21 @@ MigrationRecord ReadMigration(sqlite3_stmt* stmt) {
   return m;
 }
 
+RolloutRecord ReadRollout(sqlite3_stmt* stmt) {
+  Reader r(stmt);
+  RolloutRecord o;
+  o.region = r.Text();
+  o.stage = r.Text();
+  o.percent = r.Real();
+  o.halted = r.Int() != 0;
+  o.version = r.Uint();
+  o.reason = r.Text();
+  o.detail = r.Text();
+  o.changed_by = r.Text();
+  o.changed_ms = r.Int();
+  return o;
+}
+
 std::string DescribeVm(const std::string& id, const std::string& node_id, const std::string& state,
                        uint64_t epoch, const std::string& migration_id) {
   std::string s = "vm " + id + " changed: owner " + node_id + ", state " + state + ", epoch " +
@@ -339,6 +376,8 @@ Status SqliteStateStore::Init() {
                                 std::to_string(kSchemaVersion));
     }
     if (version == kSchemaVersion) return Status::Ok();
+    // Every statement is CREATE ... IF NOT EXISTS: a new file gets every table, an older one
+    // the tables added since its version (2: rollouts).
     DWCP_RETURN_IF_ERROR(Exec(kCreateSchema));
     // A constant, not a value: PRAGMA arguments cannot be bound.
     const std::string set_version = "PRAGMA user_version = " + std::to_string(kSchemaVersion);
@@ -718,6 +757,98 @@ Result<std::vector<MigrationRecord>> SqliteStateStore::ListMigrations(size_t lim
   });
   if (!st.ok()) return st;
   return migrations;
+}
+
+Result<RolloutRecord> SqliteStateStore::GetRollout(const std::string& region) {
+  std::lock_guard<std::mutex> lock(mu_);
+  RolloutRecord rollout;
+  Status st = RunTxn(TxnKind::kRead, [&]() -> Status {
+    Status pst;
+    sqlite3_stmt* stmt = Prepare(kGetRollout, &pst);
+    if (stmt == nullptr) return pst;
+    StmtReset reset(stmt);
+    Binder b(stmt);
+    if (b.Text(region).rc() != SQLITE_OK) return SqlError(b.rc(), "bind region");
+    const int rc = sqlite3_step(stmt);
+    if (rc == SQLITE_DONE) return NotFound("region " + region + " has no rollout record");
+    if (rc != SQLITE_ROW) return SqlError(rc, "get rollout");
+    rollout = ReadRollout(stmt);
+    return Status::Ok();
+  });
+  if (!st.ok()) return st;
+  return rollout;
+}
+
+Result<std::vector<RolloutRecord>> SqliteStateStore::ListRollouts() {
+  std::lock_guard<std::mutex> lock(mu_);
+  std::vector<RolloutRecord> rollouts;
+  Status st = RunTxn(TxnKind::kRead, [&]() -> Status {
+    rollouts.clear();
+    Status pst;
+    sqlite3_stmt* stmt = Prepare(kListRollouts, &pst);
+    if (stmt == nullptr) return pst;
+    StmtReset reset(stmt);
+    int rc;
+    while ((rc = sqlite3_step(stmt)) == SQLITE_ROW) rollouts.push_back(ReadRollout(stmt));
+    if (rc != SQLITE_DONE) return SqlError(rc, "list rollouts");
+    return Status::Ok();
+  });
+  if (!st.ok()) return st;
+  return rollouts;
+}
+
+Result<RolloutRecord> SqliteStateStore::CompareAndSwapRollout(uint64_t expected_version,
+                                                              const RolloutRecord& desired) {
+  if (desired.region.empty()) return Status(InvalidArgument("rollout record without a region"));
+  std::lock_guard<std::mutex> lock(mu_);
+  RolloutRecord written = desired;
+  written.version = expected_version + 1;
+  Status st = RunTxn(TxnKind::kWrite, [&]() -> Status {
+    Status pst;
+    sqlite3_stmt* guard = Prepare(kGetRolloutVersion, &pst);
+    if (guard == nullptr) return pst;
+    {
+      StmtReset reset(guard);
+      Binder b(guard);
+      if (b.Text(desired.region).rc() != SQLITE_OK) return SqlError(b.rc(), "bind region");
+      const int rc = sqlite3_step(guard);
+      uint64_t stored = 0;
+      std::string stage;
+      if (rc == SQLITE_ROW) {
+        Reader r(guard);
+        stored = r.Uint();
+        stage = r.Text();
+      } else if (rc != SQLITE_DONE) {
+        return SqlError(rc, "read rollout");
+      }
+      if (stored != expected_version) {
+        return FailedPrecondition("rollout of region " + desired.region + " changed: " +
+                                  (rc == SQLITE_ROW
+                                       ? "version " + std::to_string(stored) + ", stage " + stage
+                                       : std::string("no record")) +
+                                  " (expected version " + std::to_string(expected_version) + ")");
+      }
+    }
+    sqlite3_stmt* put = Prepare(kPutRollout, &pst);
+    if (put == nullptr) return pst;
+    StmtReset reset(put);
+    Binder b(put);
+    b.Text(written.region)
+        .Text(written.stage)
+        .Real(written.percent)
+        .Int(written.halted ? 1 : 0)
+        .Uint(written.version)
+        .Text(written.reason)
+        .Text(written.detail)
+        .Text(written.changed_by)
+        .Int(written.changed_ms);
+    if (b.rc() != SQLITE_OK) return SqlError(b.rc(), "bind rollout");
+    const int rc = sqlite3_step(put);
+    if (rc != SQLITE_DONE) return SqlError(rc, "put rollout");
+    return Status::Ok();
+  });
+  if (!st.ok()) return st;
+  return written;
 }
 
 Result<Lease> SqliteStateStore::AcquireLease(const std::string& name, const std::string& holder,

@@ -32,7 +32,8 @@ namespace dwcp::acp {
 // message and the file's path.
 class SqliteStateStore final : public StateStore {
  public:
-  static constexpr int kSchemaVersion = 1;
+  // 1: nodes, vms, migrations, leases. 2: rollouts (a version 1 file gains the table on open).
+  static constexpr int kSchemaVersion = 2;
   static constexpr std::chrono::milliseconds kBusyTimeout{10'000};
   static constexpr std::chrono::milliseconds kBusyRetryDeadline{30'000};
 
@@ -61,6 +62,12 @@ class SqliteStateStore final : public StateStore {
   Status PutMigration(const MigrationRecord& migration) override;
   Result<MigrationRecord> GetMigration(const std::string& id) override;
   Result<std::vector<MigrationRecord>> ListMigrations(size_t limit) override;
+
+  Result<RolloutRecord> GetRollout(const std::string& region) override;
+  Result<std::vector<RolloutRecord>> ListRollouts() override;
+  // InvalidArgument for an empty region.
+  Result<RolloutRecord> CompareAndSwapRollout(uint64_t expected_version,
+                                              const RolloutRecord& desired) override;
 
   // InvalidArgument if ttl_ms <= 0. A lease whose expires_ms <= now is free.
   Result<Lease> AcquireLease(const std::string& name, const std::string& holder,

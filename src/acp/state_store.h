@@ -1,4 +1,5 @@
-// ACP's StateStore: the cluster's source of truth for nodes, VM ownership and migrations.
+// ACP's StateStore: the cluster's source of truth for nodes, VM ownership, migrations and
+// the v1→v3 rollout.
 // SQLite (sqlite_state_store.h) for one host; etcd later for a real cluster.
 #pragma once
 
@@ -74,6 +75,21 @@ struct MigrationRecord {
   int64_t finished_ms = 0;  // 0 while running
 };
 
+// The rollout of v3 over v1 in one region (src/rollout, docs/rollout.md): which stage every
+// node of the region applies. The record is authoritative: `percent` is the v3 share every
+// node uses, even while nodes disagree about the configured stage list.
+struct RolloutRecord {
+  std::string region;
+  std::string stage;       // stage name: "v1" (0 %) or one of the configured stages
+  double percent = 0;      // share of unpinned migrations that use v3, 0..100
+  bool halted = false;     // automatic advance is off until an operator advances
+  uint64_t version = 0;    // 1 on creation, +1 on every write; the compare-and-swap key
+  std::string reason;      // why the stage last changed: initial, go, no_go, manual, alert
+  std::string detail;      // human-readable: NO-GO reasons, alert names, the operator's note
+  std::string changed_by;  // node id that wrote the record
+  int64_t changed_ms = 0;  // wall ms when the current stage began
+};
+
 struct Lease {
   std::string name;
   std::string holder;
@@ -108,6 +124,18 @@ class StateStore {
   virtual Result<MigrationRecord> GetMigration(const std::string& id) = 0;  // NotFound
   // Newest first (by created_ms, then id), at most `limit`.
   virtual Result<std::vector<MigrationRecord>> ListMigrations(size_t limit) = 0;
+
+  // The rollout record of `region`; NotFound when the region has none yet.
+  virtual Result<RolloutRecord> GetRollout(const std::string& region) = 0;
+  // Every region's rollout record, ordered by region.
+  virtual Result<std::vector<RolloutRecord>> ListRollouts() = 0;
+  // Writes `desired` iff the stored record of desired.region has version `expected_version`
+  // (0: iff the region has no record yet). The written record gets version
+  // expected_version + 1 (desired.version is ignored) and is returned. FailedPrecondition
+  // (naming the stored version and stage) when the comparison fails, in which case nothing
+  // is written: two nodes racing to advance the same stage advance it once.
+  virtual Result<RolloutRecord> CompareAndSwapRollout(uint64_t expected_version,
+                                                      const RolloutRecord& desired) = 0;
 
   // Takes or renews the named lease for `holder` until now + ttl_ms. FailedPrecondition if
   // another holder has it and it has not expired.

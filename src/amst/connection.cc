@@ -5,6 +5,8 @@
 #include <netinet/tcp.h>
 
 #include <charconv>
+#include <cstdio>
+#include <cstring>
 
 namespace dwcp::amst {
 namespace {
@@ -81,8 +83,11 @@ Connection::Connection(asio::ip::tcp::socket socket, obs::Metrics& metrics, uint
   auto ep = socket_.remote_endpoint(ec);
   peer_ = ec ? "unknown" : ep.address().to_string() + ":" + std::to_string(ep.port());
   socket_.set_option(asio::ip::tcp::no_delay(true), ec);
-  socket_.set_option(asio::socket_base::send_buffer_size(4 << 20), ec);
-  socket_.set_option(asio::socket_base::receive_buffer_size(4 << 20), ec);
+  // Socket buffers stay with the kernel's autotuning (tcp_wmem / tcp_rmem): a fixed size
+  // would cap each stream at buffer / RTT on a long link. BBR where the kernel has it: it
+  // keeps a lossy long link full where loss-based control backs off.
+  static constexpr char kBbr[] = "bbr";
+  (void)setsockopt(socket_.native_handle(), IPPROTO_TCP, TCP_CONGESTION, kBbr, sizeof kBbr - 1);
   metrics_.active_connections.Increment();
   metrics_.amst_streams.Increment();
 }
@@ -219,7 +224,12 @@ Status SplitHostPort(const std::string& address, std::string* host, uint16_t* po
 
 awaitable<Result<std::unique_ptr<Connection>>> Connect(const std::string& host, uint16_t port,
                                                        obs::Metrics& metrics, Millis deadline) {
-  auto executor = co_await asio::this_coro::executor;
+  co_return co_await Connect(host, port, metrics, deadline, co_await asio::this_coro::executor);
+}
+
+awaitable<Result<std::unique_ptr<Connection>>> Connect(const std::string& host, uint16_t port,
+                                                       obs::Metrics& metrics, Millis deadline,
+                                                       asio::any_io_executor executor) {
   asio::ip::tcp::resolver resolver(executor);
   auto [rec, endpoints] =
       co_await resolver.async_resolve(host, std::to_string(port), as_tuple(use_awaitable));
@@ -234,6 +244,25 @@ awaitable<Result<std::unique_ptr<Connection>>> Connect(const std::string& host, 
   auto [ec, ep] = std::get<0>(result);
   if (ec) co_return Unavailable("connect to " + target + ": " + ec.message());
   co_return std::make_unique<Connection>(std::move(socket), metrics);
+}
+
+std::string CongestionControl(const asio::ip::tcp::socket& socket) {
+  char name[16] = {};
+  socklen_t len = sizeof name;
+  if (getsockopt(const_cast<asio::ip::tcp::socket&>(socket).native_handle(), IPPROTO_TCP,
+                 TCP_CONGESTION, name, &len) != 0) {
+    return "";
+  }
+  return std::string(name, strnlen(name, len));
+}
+
+uint64_t DefaultStreamWindowBytes() {
+  // The third field of tcp_wmem: the most a stream's send buffer autotunes to.
+  FILE* f = std::fopen("/proc/sys/net/ipv4/tcp_wmem", "r");
+  unsigned long long min = 0, def = 0, max = 0;
+  int n = f ? std::fscanf(f, "%llu %llu %llu", &min, &def, &max) : 0;
+  if (f) std::fclose(f);
+  return n == 3 && max >= (64u << 10) ? max : 4ull << 20;
 }
 
 }  // namespace dwcp::amst

@@ -68,6 +68,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
   uint64_t wire_bytes_received() const { return wire_received_; }
   std::string peer() const { return peer_; }
   asio::any_io_executor executor() { return socket_.get_executor(); }
+  const asio::ip::tcp::socket& socket() const { return socket_; }
 
  private:
   template <typename Buffers>
@@ -89,10 +90,22 @@ class Connection : public std::enable_shared_from_this<Connection> {
   std::string peer_;
 };
 
-// Connects to host:port within `deadline`, with TCP_NODELAY and large socket buffers.
+// Connects to host:port within `deadline`, with TCP_NODELAY, autotuned socket buffers and
+// BBR where the kernel has it. The socket lives on `executor` (default: the caller's).
 asio::awaitable<Result<std::unique_ptr<Connection>>> Connect(const std::string& host, uint16_t port,
                                                              obs::Metrics& metrics,
                                                              Millis deadline);
+asio::awaitable<Result<std::unique_ptr<Connection>>> Connect(const std::string& host, uint16_t port,
+                                                             obs::Metrics& metrics,
+                                                             Millis deadline,
+                                                             asio::any_io_executor executor);
+
+// The socket's congestion control algorithm ("bbr", "cubic", ...; "" if unknown).
+std::string CongestionControl(const asio::ip::tcp::socket& socket);
+
+// How many bytes one stream keeps in flight at most: the kernel's send buffer limit
+// (tcp_wmem max), 4 MiB when unreadable. The stream controller's BDP guess divides by it.
+uint64_t DefaultStreamWindowBytes();
 
 // Splits "host:port"; InvalidArgument on a missing or bad port.
 Status SplitHostPort(const std::string& address, std::string* host, uint16_t* port);

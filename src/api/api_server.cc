@@ -181,6 +181,21 @@ void ApiServer::AddRoutes() {
        bind(&ApiServer::CreateMigration)},
       {"GET", R"(/api/v1/migrations/([^/]+))", "One migration with its progress", false,
        bind(&ApiServer::GetMigration)},
+      {"PUT", R"(/api/v1/migrations/([^/]+)/bandwidth)",
+       "Change a running migration's bandwidth cap: {\"bandwidth_limit\": \"50MB/s\"} (0 = "
+       "none)", true, bind(&ApiServer::SetMigrationBandwidth)},
+      {"PUT", R"(/api/v1/nodes/([^/]+)/bandwidth)",
+       "Change a node's cap on outgoing migration traffic: {\"bandwidth_limit\": "
+       "\"1Gbit/s\"} (0 = none)", true, bind(&ApiServer::SetNodeBandwidth)},
+      {"GET", "/api/v1/rollout", "v1→v3 rollout per region: stage, GO/NO-GO, samples "
+       "(?region=R)", false, bind(&ApiServer::GetRollout)},
+      {"POST", "/api/v1/rollout/advance", "Advance a region's rollout: {\"region\", \"to\"}",
+       true, bind(&ApiServer::AdvanceRollout)},
+      {"POST", "/api/v1/rollout/rollback", "Roll a region's rollout back: {\"region\", \"to\"}",
+       true, bind(&ApiServer::RollbackRollout)},
+      // Authenticated by the webhook secret (rollout.webhook_token_file), not the API token.
+      {"POST", "/api/v1/rollback", "Alertmanager webhook: firing alerts roll the rollout back "
+       "to v1", false, bind(&ApiServer::AlertmanagerRollback)},
   };
   const std::string token = node_.config().api_token;
   for (const auto& r : routes_) {
@@ -418,6 +433,8 @@ void ApiServer::CreateMigration(const httplib::Request& req, httplib::Response& 
   if (!body.ok()) return SendError(res, body.status());
   migration::MigrationRequest r;
   std::string protocol = "v3", on_limit;
+  // Without a protocol the region's rollout stage picks one (docs/rollout.md).
+  const bool protocol_pinned = body->contains("protocol") && !(*body)["protocol"].is_null();
   Status st = ReadString(*body, "vm", true, &r.vm_id);
   if (st.ok()) st = ReadString(*body, "to", true, &r.dest_node);
   if (st.ok()) st = ReadString(*body, "protocol", false, &protocol);
@@ -456,9 +473,104 @@ void ApiServer::CreateMigration(const httplib::Request& req, httplib::Response& 
   if (vm->node_id != node_.config().node_id && vm->node_id != r.dest_node) {
     return Forward(vm->node_id, req, res);
   }
-  auto m = node_.StartMigration(r);
+  auto m = node_.StartMigration(r, protocol_pinned);
   if (!m.ok()) return SendError(res, m.status());
   SendJson(res, 202, MigrationJson(*m));
+}
+
+void ApiServer::GetRollout(const httplib::Request& req, httplib::Response& res) {
+  auto status = node_.rollout().StatusJson(req.get_param_value("region"));
+  if (!status.ok()) return SendError(res, status.status());
+  SendJson(res, 200, *status);
+}
+
+namespace {
+
+// Reads the optional {"region", "to", "note"} of an advance or rollback.
+Status ReadRolloutChange(const httplib::Request& req, std::string* region, std::string* to,
+                         std::string* note) {
+  if (req.body.empty()) return Status::Ok();
+  auto body = ParseBody(req);
+  if (!body.ok()) return body.status();
+  DWCP_RETURN_IF_ERROR(ReadString(*body, "region", false, region));
+  DWCP_RETURN_IF_ERROR(ReadString(*body, "to", false, to));
+  return ReadString(*body, "note", false, note);
+}
+
+}  // namespace
+
+void ApiServer::AdvanceRollout(const httplib::Request& req, httplib::Response& res) {
+  std::string region, to, note;
+  Status st = ReadRolloutChange(req, &region, &to, &note);
+  if (!st.ok()) return SendError(res, st);
+  auto status = node_.rollout().Advance(region, to, note);
+  if (!status.ok()) return SendError(res, status.status());
+  SendJson(res, 200, *status);
+}
+
+void ApiServer::RollbackRollout(const httplib::Request& req, httplib::Response& res) {
+  std::string region, to, note;
+  Status st = ReadRolloutChange(req, &region, &to, &note);
+  if (!st.ok()) return SendError(res, st);
+  auto status = node_.rollout().Rollback(region, to, note);
+  if (!status.ok()) return SendError(res, status.status());
+  SendJson(res, 200, *status);
+}
+
+void ApiServer::AlertmanagerRollback(const httplib::Request& req, httplib::Response& res) {
+  rollout::RolloutController& rollout = node_.rollout();
+  Status auth = rollout.AuthorizeWebhook(req.get_header_value("Authorization"));
+  if (!auth.ok()) return SendError(res, auth);
+  auto notification = rollout::ParseAlertmanagerWebhook(req.body);
+  if (!notification.ok()) {
+    rollout.CountWebhook("invalid");
+    return SendError(res, notification.status());
+  }
+  auto result = rollout.HandleAlert(*notification);
+  if (!result.ok()) return SendError(res, result.status());
+  SendJson(res, 200, *result);
+}
+
+void ApiServer::SetMigrationBandwidth(const httplib::Request& req, httplib::Response& res) {
+  auto body = ParseBody(req);
+  if (!body.ok()) return SendError(res, body.status());
+  uint64_t limit = 0;
+  if (!body->contains("bandwidth_limit")) {
+    return SendError(res, InvalidArgument("bandwidth_limit is required (0 = no cap)"));
+  }
+  Status st = ReadAmount(*body, "bandwidth_limit", true, &limit);
+  if (!st.ok()) return SendError(res, st);
+  const std::string id = req.matches[1];
+  auto m = node_.store().GetMigration(id);
+  if (!m.ok()) {
+    return SendError(res, m.status().code() == StatusCode::kNotFound
+                              ? NotFound("migration " + id + " does not exist")
+                              : m.status());
+  }
+  if (m->source_node != node_.config().node_id) return Forward(m->source_node, req, res);
+  st = node_.engine().SetMigrationBandwidthLimit(id, limit);
+  if (!st.ok()) {
+    return SendError(res, st.code() == StatusCode::kNotFound
+                              ? FailedPrecondition("migration " + id + " is " + m->phase +
+                                                   ", not running")
+                              : st);
+  }
+  SendJson(res, 200, {{"migration", id}, {"bandwidth_limit", limit}});
+}
+
+void ApiServer::SetNodeBandwidth(const httplib::Request& req, httplib::Response& res) {
+  auto body = ParseBody(req);
+  if (!body.ok()) return SendError(res, body.status());
+  uint64_t limit = 0;
+  if (!body->contains("bandwidth_limit")) {
+    return SendError(res, InvalidArgument("bandwidth_limit is required (0 = no cap)"));
+  }
+  Status st = ReadAmount(*body, "bandwidth_limit", true, &limit);
+  if (!st.ok()) return SendError(res, st);
+  const std::string id = req.matches[1];
+  if (id != node_.config().node_id) return Forward(id, req, res);
+  node_.engine().SetNodeBandwidthLimit(limit);
+  SendJson(res, 200, {{"node", id}, {"bandwidth_limit", limit}});
 }
 
 void ApiServer::Forward(const std::string& node_id, const httplib::Request& req,
@@ -475,7 +587,8 @@ void ApiServer::Forward(const std::string& node_id, const httplib::Request& req,
   httplib::Headers headers = {{"X-Dwcp-Forwarded", node_.config().node_id}};
   if (req.has_header("Authorization"))
     headers.emplace("Authorization", req.get_header_value("Authorization"));
-  auto reply = client.Post(req.path, headers, req.body, "application/json");
+  auto reply = req.method == "PUT" ? client.Put(req.path, headers, req.body, "application/json")
+                                   : client.Post(req.path, headers, req.body, "application/json");
   if (!reply) {
     return SendError(res, Unavailable("node " + node_id + " at " + target->api_url +
                                       " is unreachable: " + httplib::to_string(reply.error())));

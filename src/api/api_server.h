@@ -62,6 +62,12 @@ class ApiServer {
   void ListMigrations(const httplib::Request& req, httplib::Response& res);
   void GetMigration(const httplib::Request& req, httplib::Response& res);
   void CreateMigration(const httplib::Request& req, httplib::Response& res);
+  void SetMigrationBandwidth(const httplib::Request& req, httplib::Response& res);
+  void SetNodeBandwidth(const httplib::Request& req, httplib::Response& res);
+  void GetRollout(const httplib::Request& req, httplib::Response& res);
+  void AdvanceRollout(const httplib::Request& req, httplib::Response& res);
+  void RollbackRollout(const httplib::Request& req, httplib::Response& res);
+  void AlertmanagerRollback(const httplib::Request& req, httplib::Response& res);
 
   // Relays a mutating request to the node that must execute it.
   void Forward(const std::string& node_id, const httplib::Request& req, httplib::Response& res);

@@ -210,6 +210,13 @@ Result<json> ApiClient::Post(const std::string& path, const json& body) {
   return Finish(base_url_, host_, port_, "POST", path, result);
 }
 
+Result<json> ApiClient::Put(const std::string& path, const json& body) {
+  if (!url_status_.ok()) return url_status_;
+  std::string payload = body.dump(-1, ' ', false, json::error_handler_t::replace);
+  httplib::Result result = client_->Put(prefix_ + path, payload, "application/json");
+  return Finish(base_url_, host_, port_, "PUT", path, result);
+}
+
 StatusCode StatusCodeFromName(std::string_view name) {
   for (int i = static_cast<int>(StatusCode::kInvalidArgument);
        i <= static_cast<int>(StatusCode::kUnimplemented); ++i) {

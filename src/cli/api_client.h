@@ -42,6 +42,8 @@ class ApiClient {
   Result<nlohmann::json> Get(const std::string& path);
   // POST `body` as JSON to base_url + path; answers as Get does.
   Result<nlohmann::json> Post(const std::string& path, const nlohmann::json& body);
+  // PUT `body` as JSON to base_url + path; answers as Get does.
+  Result<nlohmann::json> Put(const std::string& path, const nlohmann::json& body);
 
   const std::string& base_url() const { return base_url_; }
 

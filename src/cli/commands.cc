@@ -1,6 +1,7 @@
 #include "cli/commands.h"
 
 #include <CLI/CLI.hpp>
+#include <cctype>
 #include <chrono>
 #include <csignal>
 #include <cstdint>
@@ -295,7 +296,11 @@ int Migrate(const CommonFlags& common, const MigrateFlags& flags) {
   }
   if (!common.json) {
     std::cout << "migrating " << flags.vm << " " << FormatRoute(m.source, flags.to) << " (" << m.id
-              << ", protocol " << (flags.protocol.empty() ? "v3" : flags.protocol) << ")\n";
+              << ", protocol "
+              << (!flags.protocol.empty() ? flags.protocol
+                  : m.protocol.empty()    ? "chosen by the rollout"
+                                          : m.protocol + " (rollout)")
+              << ")\n";
   }
   g_interrupted = 0;
   struct sigaction action = {};
@@ -306,6 +311,109 @@ int Migrate(const CommonFlags& common, const MigrateFlags& flags) {
   int rc = WatchMigration(client, common, m, *started);
   sigaction(SIGINT, &old_int, nullptr);
   return rc;
+}
+
+// ---- dwcp rollout status / advance / rollback ----
+
+struct RolloutFlags {
+  std::string region;  // empty: every region (status), the answering node's (changes)
+  std::string to;      // empty: the next (advance) or previous (rollback) stage
+  std::string note;
+};
+
+// Percent-encodes a query parameter value.
+std::string QueryEscape(const std::string& value) {
+  static const char kHex[] = "0123456789ABCDEF";
+  std::string out;
+  for (unsigned char c : value) {
+    if (std::isalnum(c) || c == '-' || c == '_' || c == '.' || c == '~') {
+      out += static_cast<char>(c);
+    } else {
+      out += '%';
+      out += kHex[c >> 4];
+      out += kHex[c & 15];
+    }
+  }
+  return out;
+}
+
+std::string RolloutPath(const std::string& region) {
+  return region.empty() ? "/api/v1/rollout" : "/api/v1/rollout?region=" + QueryEscape(region);
+}
+
+int RolloutStatus(const CommonFlags& common, const RolloutFlags& flags) {
+  ApiClient client = MakeClient(common);
+  Result<json> status = client.Get(RolloutPath(flags.region));
+  if (!status.ok()) return CallFailed(status.status());
+  if (common.json) {
+    std::cout << DumpJson(*status) << "\n";
+  } else {
+    std::cout << RenderRolloutStatus(*status, RealClock::Instance().WallMillis());
+  }
+  return kExitOk;
+}
+
+int RolloutChange(const CommonFlags& common, const RolloutFlags& flags, bool advance) {
+  ApiClient client = MakeClient(common);
+  // The stage before, for the "from → to" line; the change itself does not depend on it.
+  json before;
+  if (!common.json) {
+    Result<json> status = client.Get(RolloutPath(flags.region));
+    if (status.ok() && status->is_object() && status->contains("regions")) {
+      const std::string region =
+          flags.region.empty() ? JsonString(*status, "region") : flags.region;
+      for (const json& r : (*status)["regions"]) {
+        if (JsonString(r, "region") == region) before = r;
+      }
+    }
+  }
+  json body = json::object();
+  if (!flags.region.empty()) body["region"] = flags.region;
+  if (!flags.to.empty()) body["to"] = flags.to;
+  if (!flags.note.empty()) body["note"] = flags.note;
+  Result<json> after =
+      client.Post(advance ? "/api/v1/rollout/advance" : "/api/v1/rollout/rollback", body);
+  if (!after.ok()) return CallFailed(after.status());
+  if (common.json) {
+    std::cout << DumpJson(*after) << "\n";
+  } else {
+    std::cout << RenderRolloutChange(
+        flags.region.empty() ? JsonString(*after, "region") : flags.region, before, *after);
+  }
+  return kExitOk;
+}
+
+// ---- dwcp bandwidth ----
+
+struct BandwidthFlags {
+  std::string migration;  // one of the two
+  std::string node;
+  std::string limit;  // "100MB/s", "1Gbit/s", "0" or "unlimited"
+};
+
+int SetBandwidth(const CommonFlags& common, const BandwidthFlags& flags) {
+  if (flags.migration.empty() == flags.node.empty()) {
+    return UsageError("give exactly one of --migration and --node");
+  }
+  std::string limit = flags.limit == "unlimited" ? "0" : flags.limit;
+  auto rate = ParseRate(limit);
+  if (!rate.ok()) return UsageError("bad bandwidth limit '" + flags.limit + "': " +
+                                    rate.status().message());
+  ApiClient client = MakeClient(common);
+  const std::string path = flags.migration.empty()
+                               ? "/api/v1/nodes/" + flags.node + "/bandwidth"
+                               : "/api/v1/migrations/" + flags.migration + "/bandwidth";
+  Result<json> reply = client.Put(path, json{{"bandwidth_limit", *rate}});
+  if (!reply.ok()) return CallFailed(reply.status());
+  if (common.json) {
+    std::cout << DumpJson(*reply) << "\n";
+  } else {
+    std::cout << (flags.migration.empty() ? "node " + flags.node : "migration " + flags.migration)
+              << ": bandwidth limit "
+              << (*rate == 0 ? std::string("removed") : FormatRate(static_cast<double>(*rate)))
+              << "\n";
+  }
+  return kExitOk;
 }
 
 // ---- dwcp demo ----
@@ -359,6 +467,7 @@ int RunCli(int argc, char** argv) {
       "  dwcp status\n"
       "  dwcp vm create --vm vm-1 --node node-a --memory 1GiB --dirty-rate 20MB/s\n"
       "  dwcp migrate --vm vm-1 --to node-b --bandwidth-limit 100MB/s\n"
+      "  dwcp rollout status\n"
       "Exit codes: 0 ok, 1 failed (server said no, migration failed), 2 usage error.");
   CommonFlags common;
   AddCommonFlags(&app, &common);
@@ -389,7 +498,9 @@ int RunCli(int argc, char** argv) {
   AddCommonFlags(migrate, &common);
   migrate->add_option("--vm", migrate_flags.vm, "the VM to move")->required();
   migrate->add_option("--to", migrate_flags.to, "destination node id")->required();
-  migrate->add_option("--protocol", migrate_flags.protocol, "wire protocol: v3 (default) or v1")
+  migrate
+      ->add_option("--protocol", migrate_flags.protocol,
+                   "wire protocol: v3 or v1 (default: the region's rollout stage decides)")
       ->check(CLI::IsMember({"v3", "v1"}));
   migrate->add_option("--bandwidth-limit", migrate_flags.bandwidth_limit,
                       "cap for this migration, e.g. 100MB/s or 1Gbit/s (default unlimited)");
@@ -408,6 +519,56 @@ int RunCli(int argc, char** argv) {
   migrate->footer(
       "Ctrl-C stops watching; the migration continues on the node.\n"
       "Exit codes: 0 success, 1 failed or aborted, 2 usage error, 130 stopped watching.");
+
+  // rollout
+  RolloutFlags rollout_flags;
+  CLI::App* rollout = app.add_subcommand(
+      "rollout", "the v1→v3 rollout per region: status, advance, rollback (docs/rollout.md)");
+  rollout->require_subcommand(1);
+  AddCommonFlags(rollout, &common);
+  CLI::App* rollout_status = rollout->add_subcommand(
+      "status", "stage, v3 share, GO/NO-GO and its reasons per region (GET /api/v1/rollout)");
+  AddCommonFlags(rollout_status, &common);
+  rollout_status->add_option("--region", rollout_flags.region, "only this region");
+  CLI::App* rollout_advance = rollout->add_subcommand(
+      "advance",
+      "move a region to its next stage, or --to a later one, and resume automatic advance "
+      "(POST /api/v1/rollout/advance)");
+  AddCommonFlags(rollout_advance, &common);
+  CLI::App* rollout_rollback = rollout->add_subcommand(
+      "rollback",
+      "move a region back to its previous stage, or --to an earlier one (v1 = no v3 at all), "
+      "and halt automatic advance (POST /api/v1/rollout/rollback)");
+  AddCommonFlags(rollout_rollback, &common);
+  for (CLI::App* change : {rollout_advance, rollout_rollback}) {
+    change->add_option("--region", rollout_flags.region,
+                       "the region (default: the answering node's)");
+    change->add_option("--to", rollout_flags.to, "target stage name (default: the adjacent one)");
+    change->add_option("--note", rollout_flags.note, "why, recorded with the change");
+  }
+  rollout->footer(
+      "Examples:\n"
+      "  dwcp rollout status\n"
+      "  dwcp rollout advance --region eu-west\n"
+      "  dwcp rollout rollback --region eu-west --to v1 --note 'incident 4711'");
+
+  // bandwidth
+  BandwidthFlags bandwidth_flags;
+  CLI::App* bandwidth = app.add_subcommand(
+      "bandwidth", "change a bandwidth cap while migrations run (PUT .../bandwidth)");
+  AddCommonFlags(bandwidth, &common);
+  bandwidth->add_option("--migration", bandwidth_flags.migration,
+                        "a running migration's id: caps that migration");
+  bandwidth->add_option("--node", bandwidth_flags.node,
+                        "a node id: caps all outgoing migration traffic of that node");
+  bandwidth->add_option("limit", bandwidth_flags.limit,
+                        "the new cap, e.g. 100MB/s or 1Gbit/s; 0 or unlimited removes it")
+      ->required();
+  bandwidth->footer(
+      "Examples:\n"
+      "  dwcp bandwidth --migration mig-0123456789ab 50MB/s\n"
+      "  dwcp bandwidth --node node-a 1Gbit/s\n"
+      "  dwcp bandwidth --node node-a unlimited");
 
   // status
   CLI::App* status =
@@ -455,6 +616,10 @@ int RunCli(int argc, char** argv) {
   if (vm_list->parsed()) return VmList(common);
   if (migrate->parsed()) return Migrate(common, migrate_flags);
   if (status->parsed()) return ShowStatus(common);
+  if (bandwidth->parsed()) return SetBandwidth(common, bandwidth_flags);
+  if (rollout_status->parsed()) return RolloutStatus(common, rollout_flags);
+  if (rollout_advance->parsed()) return RolloutChange(common, rollout_flags, /*advance=*/true);
+  if (rollout_rollback->parsed()) return RolloutChange(common, rollout_flags, /*advance=*/false);
   if (demo->parsed()) return Demo(common, demo_flags);
   return UsageError("no command given");
 }

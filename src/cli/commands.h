@@ -1,4 +1,4 @@
-// The `dwcp` command line: vm create|list, migrate, status, demo.
+// The `dwcp` command line: vm create|list, migrate, status, rollout, demo.
 #pragma once
 
 namespace dwcp::cli {

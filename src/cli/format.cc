@@ -305,4 +305,92 @@ std::string RenderStatus(const json& nodes, const json& vms, const json& migrati
   return out;
 }
 
+namespace {
+
+// The "regions" array of a GET /api/v1/rollout answer; empty when there is none.
+const json& Regions(const json& status) {
+  static const json kEmpty = json::array();
+  return status.is_object() && status.contains("regions") ? Array(status["regions"]) : kEmpty;
+}
+
+std::string StageLabel(const json& region) {
+  char pct[32];
+  std::snprintf(pct, sizeof pct, "%g%%", JsonDouble(region, "percent"));
+  return JsonString(region, "stage") + " (" + pct + ")";
+}
+
+std::string DecisionLabel(const json& region) {
+  const std::string d = JsonString(region, "decision");
+  if (d == "go") return "GO";
+  if (d == "no_go") return "NO-GO";
+  return d.empty() ? "-" : d;
+}
+
+std::string Samples(const json& region, const char* protocol) {
+  const json& s = region.contains("samples") && region["samples"].is_object() &&
+                          region["samples"].contains(protocol)
+                      ? region["samples"][protocol]
+                      : json::object();
+  const int64_t n = JsonInt(s, "migrations");
+  const int64_t failed = JsonInt(s, "failed");
+  return std::to_string(n) + (failed > 0 ? " (" + std::to_string(failed) + " failed)" : "");
+}
+
+}  // namespace
+
+std::string RenderRolloutStatus(const json& status, int64_t now_ms) {
+  std::vector<std::vector<std::string>> rows;
+  std::string notes;
+  for (const json& r : Regions(status)) {
+    const int64_t since = JsonInt(r, "changed_ms");
+    std::string age = since > 0 && now_ms >= since ? FormatDuration((now_ms - since) / 1e3) : "-";
+    std::string stage = StageLabel(r);
+    if (JsonBool(r, "halted")) stage += " halted";
+    rows.push_back({JsonString(r, "region"), stage, DecisionLabel(r), Samples(r, "v1"),
+                    Samples(r, "v3"), age});
+    const std::string region = JsonString(r, "region");
+    if (r.contains("reasons") && r["reasons"].is_array()) {
+      for (const json& reason : r["reasons"]) {
+        if (reason.is_string()) notes += "  " + region + ": " + reason.get<std::string>() + "\n";
+      }
+    }
+    if (r.contains("next_advance_ms") && r["next_advance_ms"].is_number()) {
+      const int64_t at = r["next_advance_ms"].get<int64_t>();
+      notes +=
+          "  " + region + ": advances to " + JsonString(r, "next_stage") +
+          (at > now_ms ? " in " + FormatDuration((at - now_ms) / 1e3) : " at the next evaluation") +
+          " if GO holds\n";
+    }
+    const std::string reason = JsonString(r, "change_reason");
+    if (!reason.empty()) {
+      std::string detail = JsonString(r, "change_detail");
+      notes += "  " + region + ": stage set by " + JsonString(r, "changed_by") + " (" + reason +
+               (detail.empty() ? "" : ": " + TruncateToWidth(detail, 100)) + ")\n";
+    }
+  }
+  if (rows.empty()) return "no rollout regions\n";
+  std::string out =
+      RenderTable({"REGION", "STAGE", "DECISION", "V1 RUNS", "V3 RUNS", "SINCE"}, rows);
+  if (!notes.empty()) out += "\n" + notes;
+  return out;
+}
+
+std::string RenderRolloutChange(const std::string& region, const json& before, const json& after) {
+  const json* now = nullptr;
+  for (const json& r : Regions(after)) {
+    if (JsonString(r, "region") == region || region.empty()) {
+      now = &r;
+      break;
+    }
+  }
+  if (now == nullptr) return region + ": changed\n";
+  std::string line = JsonString(*now, "region") + ": ";
+  if (before.is_object() && !JsonString(before, "stage").empty()) {
+    line += StageLabel(before) + " \u2192 ";
+  }
+  line += StageLabel(*now);
+  if (JsonBool(*now, "halted")) line += ", automatic advance halted until `dwcp rollout advance`";
+  return line + "\n";
+}
+
 }  // namespace dwcp::cli

@@ -96,4 +96,12 @@ std::string RenderVmTable(const nlohmann::json& vms);
 std::string RenderStatus(const nlohmann::json& nodes, const nlohmann::json& vms,
                          const nlohmann::json& migrations, int64_t now_ms);
 
+// `dwcp rollout status`: one row per region of GET /api/v1/rollout (stage, v3 share,
+// decision, samples, age of the stage), then each region's reasons and last change.
+std::string RenderRolloutStatus(const nlohmann::json& status, int64_t now_ms);
+// `dwcp rollout advance|rollback`: "eu-west: canary (5%) → early (25%)" from the stage
+// before and the region's status after.
+std::string RenderRolloutChange(const std::string& region, const nlohmann::json& before,
+                                const nlohmann::json& after);
+
 }  // namespace dwcp::cli

@@ -73,6 +73,36 @@ obs::Component ComponentOfError(StatusCode code) {
   }
 }
 
+std::string ExceptionMessage(const std::exception_ptr& e) {
+  try {
+    std::rethrow_exception(e);
+  } catch (const std::exception& x) {
+    return x.what();
+  } catch (...) {
+    return "unknown exception";
+  }
+}
+
+uint32_t WorkerThreads(uint32_t configured) {
+  return configured > 0 ? configured : std::max(1u, std::thread::hardware_concurrency());
+}
+
+// 32 random hex digits: the secret that lets a data stream join a migration.
+std::string NewStreamToken() {
+  std::random_device rd;
+  char buf[40];
+  std::snprintf(buf, sizeof buf, "%08x%08x%08x%08x", rd(), rd(), rd(), rd());
+  return buf;
+}
+
+// Compares secrets in time independent of where they differ.
+bool SameSecret(const std::string& a, const std::string& b) {
+  if (a.size() != b.size()) return false;
+  unsigned char diff = 0;
+  for (size_t i = 0; i < a.size(); ++i) diff |= static_cast<unsigned char>(a[i] ^ b[i]);
+  return diff == 0;
+}
+
 }  // namespace
 
 std::string NewMigrationId() {
@@ -85,11 +115,14 @@ std::string NewMigrationId() {
 
 // Something the engine must abort on shutdown: a cancel flag and the connection to close.
 struct MigrationEngine::Active {
+  virtual ~Active() = default;
   std::string key;
   std::atomic<bool> cancel{false};
   std::atomic<bool> committed{false};
   std::mutex mu;
   std::shared_ptr<amst::Connection> conn;  // guarded by mu
+  std::shared_ptr<OutgoingPages> pages;    // guarded by mu; source side
+  std::vector<std::shared_ptr<amst::Connection>> extra;  // guarded by mu; joined streams
 
   void SetConnection(std::shared_ptr<amst::Connection> c) {
     std::lock_guard lock(mu);
@@ -98,8 +131,21 @@ struct MigrationEngine::Active {
   void Cancel() {
     cancel = true;
     std::lock_guard lock(mu);
-    if (conn && !committed) conn->Close();
+    if (committed) return;
+    if (conn) conn->Close();
+    if (pages) pages->Close();
+    for (auto& c : extra) c->Close();
   }
+};
+
+// An incoming migration that additional data streams may join (by migration id).
+struct MigrationEngine::IncomingSession {
+  std::string token;
+  uint8_t version = 0;
+  uint32_t max_streams = 1;
+  std::atomic<uint32_t> joined{0};
+  std::shared_ptr<IncomingPages> pages;
+  std::shared_ptr<Active> active;
 };
 
 struct MigrationEngine::Outgoing : Active {
@@ -109,6 +155,16 @@ struct MigrationEngine::Outgoing : Active {
   std::shared_ptr<vm::Guest> guest;
   MigrationRequest request;
   std::string dest_address;
+  std::string dest_host;
+  uint16_t dest_port = 0;
+  std::shared_ptr<amst::TokenBucket> bucket;  // the per-migration cap
+  double handshake_rtt_ms = 0;
+  // From the destination's MigrationReady: what a StreamJoin must present, and how many
+  // streams it takes.
+  std::string stream_token;
+  uint32_t max_streams = 1;
+  std::atomic<uint32_t> opening{0};        // extra streams being opened
+  std::atomic<bool> joins_failed{false};  // stop adding streams after a refused join
 };
 
 IncomingGuestFactory SyntheticIncomingGuests() {
@@ -129,14 +185,78 @@ MigrationEngine::MigrationEngine(EngineConfig config, acp::StateStore& store, vm
       clock_(clock),
       io_(io),
       incoming_guests_(std::move(incoming_guests)),
-      tracer_(tracer) {}
+      tracer_(tracer),
+      pool_(WorkerThreads(config_.worker_threads)),
+      hde_stats_(metrics),
+      node_bucket_(config_.node_bandwidth_limit) {
+  config_.hde.compress_threads = WorkerThreads(config_.worker_threads);
+  if (config_.batch_window == 0) config_.batch_window = 1;
+}
+
+DataPlaneContext MigrationEngine::DataContext() {
+  DataPlaneContext c;
+  c.io = io_.get_executor();
+  c.pool = &pool_;
+  c.metrics = &metrics_;
+  c.hde_stats = &hde_stats_;
+  c.clock = &clock_;
+  c.node_bucket = &node_bucket_;
+  c.stream_busy_ns = &stream_busy_ns_;
+  return c;
+}
+
+void MigrationEngine::SetNodeBandwidthLimit(uint64_t bytes_per_second) {
+  node_bucket_.SetRate(bytes_per_second, clock_.Now());
+  obs::LogInfo("amst", "node bandwidth limit changed",
+               {{"node", config_.node_id}, {"bandwidth_limit_bytes_per_second", bytes_per_second}});
+}
+
+Status MigrationEngine::SetMigrationBandwidthLimit(const std::string& migration_id,
+                                                   uint64_t bytes_per_second) {
+  std::shared_ptr<Active> a;
+  {
+    std::lock_guard lock(mu_);
+    auto it = active_.find(migration_id);
+    if (it != active_.end()) a = it->second;
+  }
+  auto* out = dynamic_cast<Outgoing*>(a.get());
+  if (!out) {
+    return NotFound("migration " + migration_id + " is not running from " + config_.node_id);
+  }
+  out->bucket->SetRate(bytes_per_second, clock_.Now());
+  out->request.bandwidth_limit = bytes_per_second;
+  obs::LogInfo("amst", "migration bandwidth limit changed",
+               {{"migration_id", migration_id},
+                {"vm_id", out->record.vm_id},
+                {"bandwidth_limit_bytes_per_second", bytes_per_second}});
+  return Status::Ok();
+}
+
+std::array<uint64_t, 3> MigrationEngine::bytes_by_mode() const {
+  return {bytes_by_mode_[0].load(), bytes_by_mode_[1].load(), bytes_by_mode_[2].load()};
+}
+
+double MigrationEngine::PeerBandwidthHint(const std::string& peer) {
+  std::lock_guard lock(links_mu_);
+  auto it = link_bandwidth_.find(peer);
+  return it == link_bandwidth_.end() ? 0 : it->second;
+}
+
+amst::LinkMode MigrationEngine::LinkModeOf(const std::string& peer) {
+  std::lock_guard lock(links_mu_);
+  auto it = links_.find(peer);
+  return it == links_.end() ? amst::LinkMode::kDatacenter : it->second.mode();
+}
 
 obs::trace::Span MigrationEngine::StartSpan(std::string_view name, std::string_view component,
                                             const obs::trace::SpanContext* parent) {
   return tracer_ ? tracer_->StartSpan(name, component, parent) : obs::trace::Span();
 }
 
-MigrationEngine::~MigrationEngine() { Shutdown(Ms(5000)); }
+MigrationEngine::~MigrationEngine() {
+  Shutdown(Ms(5000));
+  pool_.join();  // encode/decode tasks use members declared after the pool
+}
 
 size_t MigrationEngine::active_migrations() const {
   std::lock_guard lock(mu_);
@@ -208,7 +328,10 @@ awaitable<void> MigrationEngine::AcceptLoop() {
     auto conn = std::make_shared<amst::Connection>(std::move(socket), metrics_);
     auto executor = conn->executor();
     asio::co_spawn(executor, ServeIncoming(std::move(conn)), [](std::exception_ptr e) {
-      if (e) obs::LogError("migration", "incoming migration ended with an exception");
+      if (e) {
+        obs::LogError("migration", "incoming migration ended with an exception",
+                      {{"error", ExceptionMessage(e)}});
+      }
     });
   }
 }
@@ -276,6 +399,7 @@ Result<acp::MigrationRecord> MigrationEngine::Start(const MigrationRequest& req)
   m->guest = local.guest;
   m->request = req;
   m->dest_address = dest->data_address;
+  m->bucket = std::make_shared<amst::TokenBucket>(req.bandwidth_limit);
 
   m->root = StartSpan("migrate_vm", "migration", nullptr);
   m->root.SetAttribute("vm.id", req.vm_id);
@@ -311,7 +435,10 @@ Result<acp::MigrationRecord> MigrationEngine::Start(const MigrationRequest& req)
                 {"destination", req.dest_node},
                 {"memory_bytes", vm->memory_bytes}});
   asio::co_spawn(asio::make_strand(io_), RunOutgoing(m), [](std::exception_ptr e) {
-    if (e) obs::LogError("migration", "outgoing migration ended with an exception");
+    if (e) {
+      obs::LogError("migration", "outgoing migration ended with an exception",
+                    {{"error", ExceptionMessage(e)}});
+    }
   });
   return m->record;
 }
@@ -441,6 +568,8 @@ awaitable<void> MigrationEngine::RunOutgoing(std::shared_ptr<Outgoing> m) {
       finish();
       co_return;
     }
+    m->dest_host = host;
+    m->dest_port = port;
     Result<std::unique_ptr<amst::Connection>> c = Status(Internal("unset"));
     {
       ScopedTime t(clock_, &shares.amst);
@@ -504,6 +633,7 @@ awaitable<void> MigrationEngine::RunOutgoing(std::shared_ptr<Outgoing> m) {
     auto ack = co_await recv_ctl(config_.io_timeout);
     // The handshake's round trip is the first measurement of the link; rounds add TCP_INFO.
     double rtt_ms = Seconds(clock_.Now() - sent_at) * 1e3;
+    m->handshake_rtt_ms = rtt_ms;
     step.SetAttribute("net.rtt_ms", rtt_ms);
     m->root.SetAttribute("mode", amst::LinkModeName(ObserveLink(rec.dest_node, {rtt_ms, 0, 0})));
     if (st.ok()) st = expect(ack, wire::Control::kHelloAck);
@@ -536,6 +666,10 @@ awaitable<void> MigrationEngine::RunOutgoing(std::shared_ptr<Outgoing> m) {
     if (st.ok() && !ready->ready().ok()) {
       st = FailedPrecondition("destination refused: " + ready->ready().error());
     }
+    if (st.ok()) {
+      m->stream_token = ready->ready().stream_token();
+      m->max_streams = std::max(1u, ready->ready().max_streams());
+    }
     if (!st.ok()) {
       co_await abort_out(st);
       co_return;
@@ -543,100 +677,157 @@ awaitable<void> MigrationEngine::RunOutgoing(std::shared_ptr<Outgoing> m) {
   }
 
   // --- pre-copy rounds
-  hde::PageBatchEncoder encoder(conn->protocol() >= 3);
-  const uint64_t limit = m->request.bandwidth_limit;
+  // The data plane: batches planned here, encoded on the pool, written by one writer per
+  // stream (data_plane.h). v3 adds streams as the controller asks; v1 keeps one.
+  const bool v3 = conn->protocol() >= 3;
+  OutgoingPages::Options popts;
+  popts.protocol = conn->protocol();
+  popts.hde = config_.hde;
+  popts.batch_pages = config_.batch_pages;
+  popts.window = config_.batch_window;
+  popts.io_timeout = config_.io_timeout;
+  popts.migration_bucket = m->bucket;
+  auto pages = std::make_shared<OutgoingPages>(DataContext(), popts, guest);
   const SteadyTime t_transfer_start = clock_.Now();
-  uint64_t paced_bytes = 0;
-  asio::steady_timer pacer(co_await asio::this_coro::executor);
-  std::vector<uint64_t> pages;
+  {
+    std::lock_guard lock(m->mu);
+    m->pages = pages;
+  }
+  if (m->cancel) pages->Close();
+  pages->AddStream(conn, /*primary=*/true);
+  amst::StreamControllerConfig stream_cfg = config_.streams;
+  if (!v3) stream_cfg.fixed_streams = 1;
+  stream_cfg.max_streams = std::min(stream_cfg.max_streams, std::max(1u, m->max_streams));
+  stream_cfg.min_streams = std::min(stream_cfg.min_streams, stream_cfg.max_streams);
+  if (stream_cfg.fixed_streams > stream_cfg.max_streams) {
+    stream_cfg.fixed_streams = stream_cfg.max_streams;
+  }
+  amst::StreamController streams(
+      stream_cfg, amst::StreamController::InitialStreams(stream_cfg, m->handshake_rtt_ms,
+                                                         PeerBandwidthHint(rec.dest_node)));
+  uint32_t next_stream_index = 1;
+  uint32_t streams_used = 1;
+  SteadyTime last_control{};
+  uint64_t mode_bytes_seen = 0;
+  // Opens or retires streams toward the controller's target.
+  auto steer_streams = [&] {
+    if (!v3 || m->joins_failed) return;
+    // `opening` first: a stream that joins in between is then counted twice (no spawn),
+    // never zero times (one spawn too many).
+    const uint32_t opening = m->opening;
+    const uint32_t open = pages->streams();
+    const uint32_t want = streams.Observe(clock_.Now(), pages->payload_bytes(), open);
+    for (uint32_t n = open + opening; n < want; ++n) {
+      ++m->opening;
+      asio::co_spawn(asio::make_strand(io_), OpenExtraStream(m, next_stream_index++),
+                     asio::detached);
+    }
+    if (open > want && opening == 0) pages->RetireStream();
+  };
+  steer_streams();
+  // The link rate the codec choice assumes: the kernel's delivery-rate estimate over the
+  // open streams, within the bandwidth caps (PBA's forecast replaces it when it exists).
+  auto link_rate = [&]() -> double {
+    double rate = pages->LinkBandwidth();
+    for (uint64_t cap : {m->bucket->rate(), node_bucket_.rate()}) {
+      if (cap > 0 && (rate <= 0 || rate > static_cast<double>(cap))) rate = static_cast<double>(cap);
+    }
+    return rate;
+  };
+  double current_link_rate = link_rate();
+  uint64_t batches_in_round = 0;
+  amst::LinkMode mode = LinkModeOf(rec.dest_node);
+  // Called after every planned batch: progress, stream steering, the link rate.
+  auto after_batch = [&]() -> double {
+    logical_sent = pages->logical_bytes();
+    const uint64_t payload = pages->payload_bytes();
+    bytes_by_mode_[static_cast<int>(mode)] += payload - mode_bytes_seen;
+    mode_bytes_seen = payload;
+    rec.bytes_transferred = logical_sent;
+    rec.network_bytes = conn->wire_bytes_sent() + pages->extra_wire_bytes();
+    double elapsed = Seconds(clock_.Now() - t_transfer_start);
+    rec.throughput_bps = elapsed > 0 ? logical_sent / elapsed : 0;
+    streams_used = std::max(streams_used, pages->streams());
+    progress(false);
+    auto now = clock_.Now();
+    if (now - last_control >= Ms(100)) {
+      last_control = now;
+      steer_streams();
+    }
+    if (++batches_in_round % 32 == 0) current_link_rate = link_rate();
+    return current_link_rate;
+  };
 
-  // Sends `pages` as one round; pacing to the bandwidth limit. Rounds 1..kTracedRounds and
-  // the stop-and-copy round get amst_transfer + hde_compress spans; the rest are counted on
+  // Sends `round` (all pages when `all_pages`, else `dirty`). Rounds 1..kTracedRounds and the
+  // stop-and-copy round get amst_transfer + hde_compress spans; the rest are counted on
   // transfer_data, so a trace stays under 50 spans whatever the round count.
   constexpr uint32_t kTracedRounds = 10;
+  std::vector<uint64_t> dirty;
   auto send_round = [&](uint32_t round, bool all_pages, bool last) -> awaitable<Status> {
-    uint64_t count = all_pages ? guest.page_count() : pages.size();
+    const uint64_t count = all_pages ? guest.page_count() : dirty.size();
     obs::trace::Span round_span, hde_span;
     if (round <= kTracedRounds || last) {
       round_span = StartSpan("amst_transfer", "amst", &transfer.context());
       round_span.SetAttribute("round", round);
       round_span.SetAttribute("pages", count);
       round_span.SetAttribute("stop_and_copy", last);
+      round_span.SetAttribute("transport", "tcp");
+      // Encoding overlaps sending: the span covers the round, its attributes say what HDE did.
       hde_span = StartSpan("hde_compress", "hde", &round_span.context());
-      hde_span.SetAttribute("algorithm", conn->protocol() >= 3 ? "zero" : "none");
     }
-    const uint64_t logical_before = logical_sent, wire_before = conn->wire_bytes_sent();
-    double encode_total = 0;
-    uint64_t zero_pages = 0;
     wire::Control rb;
     rb.mutable_round_begin()->set_round(round);
     rb.mutable_round_begin()->set_pages(count);
     DWCP_CO_RETURN_IF_ERROR(co_await send_ctl(rb));
-    SteadyTime t0 = clock_.Now();
-    uint64_t i = 0;
-    while (i < count) {
-      if (m->cancel) co_return Aborted("migration cancelled (node shutting down)");
-      SteadyTime e0 = clock_.Now();
-      encoder.Reset(round);
-      for (uint32_t n = 0; n < config_.batch_pages && i < count; ++n, ++i) {
-        uint64_t index = all_pages ? i : pages[i];
-        encoder.Add(index, guest.PageData(index));
-      }
-      auto payload = encoder.Finish();
-      double encode_seconds = Seconds(clock_.Now() - e0);
-      shares.hde += encode_seconds;
-      encode_total += encode_seconds;
-      zero_pages += encoder.stats().zero_pages;
-      metrics_.encode_latency.Observe(encode_seconds);
-      {
-        ScopedTime t(clock_, &shares.amst);
-        DWCP_CO_RETURN_IF_ERROR(
-            co_await conn->Send(amst::FrameType::kPages, payload, config_.io_timeout));
-      }
-      uint64_t logical = uint64_t{encoder.count()} * vm::kPageSize;
-      logical_sent += logical;
-      metrics_.hde_input_bytes.Increment(static_cast<double>(logical));
-      metrics_.hde_output_bytes.Increment(static_cast<double>(payload.size()));
-      (conn->protocol() >= 3 ? metrics_.compression_v3 : metrics_.compression_v1)
-          .Observe(static_cast<double>(logical) / static_cast<double>(payload.size()));
-      metrics_.bytes_sent.Increment(static_cast<double>(logical));
-      metrics_.pages_zero.Increment(static_cast<double>(encoder.stats().zero_pages));
-      metrics_.pages_raw.Increment(
-          static_cast<double>(encoder.stats().pages - encoder.stats().zero_pages));
-      rec.bytes_transferred = logical_sent;
-      rec.network_bytes = conn->wire_bytes_sent();
-      rec.remaining_bytes = (count - i) * vm::kPageSize;
-      double elapsed = Seconds(clock_.Now() - t_transfer_start);
-      rec.throughput_bps = elapsed > 0 ? logical_sent / elapsed : 0;
-      progress(false);
-      if (limit > 0) {
-        paced_bytes += payload.size() + amst::kFrameHeaderSize;
-        auto due =
-            t_transfer_start + std::chrono::duration_cast<std::chrono::steady_clock::duration>(
-                                   std::chrono::duration<double>(double(paced_bytes) / limit));
-        auto now = clock_.Now();
-        if (due > now) {
-          ScopedTime t(clock_, &shares.amst);
-          pacer.expires_after(due - now);
-          co_await pacer.async_wait(as_tuple(use_awaitable));
-        }
-      }
+    const SteadyTime t0 = clock_.Now();
+    batches_in_round = 0;
+    Status st = co_await pages->SendRound(round, all_pages ? nullptr : &dirty, current_link_rate,
+                                          after_batch);
+    after_batch();
+    const double wall = Seconds(clock_.Now() - t0);
+    transfer_seconds += wall;
+    // Encoding runs on the pool beside the network: its share of the round is its time
+    // spread over the workers, the rest is AMST's.
+    const RoundTotals t = pages->round_totals();
+    const double hde_share =
+        std::min(wall, t.encode_seconds / std::max(1u, config_.hde.compress_threads));
+    shares.hde += hde_share;
+    shares.amst += wall - hde_share;
+    if (hde_span.recording()) {
+      hde_span.SetAttribute("algorithm", t.main_algorithm(v3));
+      hde_span.SetAttribute("encode_seconds", t.encode_seconds);
+      hde_span.SetAttribute("zero_pages", static_cast<int64_t>(t.zero_pages));
+      hde_span.SetAttribute("dedup_pages", static_cast<int64_t>(t.dedup_pages));
+      hde_span.SetAttribute("delta_pages", static_cast<int64_t>(t.delta_pages));
+      hde_span.SetAttribute("ratio", t.payload_bytes > 0
+                                         ? double(t.logical_bytes) / double(t.payload_bytes)
+                                         : 0.0);
+      if (!st.ok()) hde_span.SetError(st.ToString());
+      hde_span.End();
     }
-    transfer_seconds += Seconds(clock_.Now() - t0);
-    const uint64_t logical = logical_sent - logical_before;
-    const uint64_t wire = conn->wire_bytes_sent() - wire_before;
-    hde_span.SetAttribute("encode_seconds", encode_total);
-    hde_span.SetAttribute("zero_pages", zero_pages);
-    hde_span.SetAttribute("ratio", wire > 0 ? double(logical) / double(wire) : 0.0);
-    hde_span.End();
-    round_span.SetAttribute("bytes", logical);
-    round_span.SetAttribute("wire_bytes", wire);
-    amst::LinkSample link = conn->SampleLink();
-    amst::LinkMode mode = ObserveLink(rec.dest_node, link);
+    DWCP_CO_RETURN_IF_ERROR(st);
+    round_span.SetAttribute("bytes", t.logical_bytes);
+    round_span.SetAttribute("wire_bytes", t.payload_bytes);
+    round_span.SetAttribute("streams", pages->streams());
+    amst::LinkSample link = pages->SampleLink();
+    const double aggregate = pages->LinkBandwidth();  // all streams together
+    if (aggregate > link.bandwidth_bytes_per_second) link.bandwidth_bytes_per_second = aggregate;
+    mode = ObserveLink(rec.dest_node, link);
     round_span.SetAttribute("mode", amst::LinkModeName(mode));
     round_span.SetAttribute("net.rtt_ms", link.rtt_ms);
     m->root.SetAttribute("mode", amst::LinkModeName(mode));
     co_return Status::Ok();
+  };
+  // Ends the data plane, then the migration. Writers that are idle at a round barrier end
+  // cleanly, so the Abort reaches the destination; after a stream failure everything closes.
+  auto abort_pages = [&](Status why) -> awaitable<void> {
+    if (pages->error().ok()) {
+      co_await pages->Finish();
+    } else {
+      pages->Close();
+    }
+    co_await abort_out(std::move(why));
+    pages->Close();
   };
 
   step.End();
@@ -657,6 +848,7 @@ awaitable<void> MigrationEngine::RunOutgoing(std::shared_ptr<Outgoing> m) {
   while (st.ok()) {
     uint64_t remaining = guest.DirtyPageCount() * vm::kPageSize;
     double bw = transfer_seconds > 0 ? logical_sent / transfer_seconds : 0;
+    const uint64_t limit = m->bucket->rate();
     if (limit > 0 && bw > static_cast<double>(limit)) bw = static_cast<double>(limit);
     double predicted_ms = bw > 0 ? remaining / bw * 1e3 : 1e18;
     rec.remaining_bytes = remaining;
@@ -677,12 +869,12 @@ awaitable<void> MigrationEngine::RunOutgoing(std::shared_ptr<Outgoing> m) {
     ++round;
     rec.round = round;
     task.SetState("precopy round " + std::to_string(round));
-    pages.clear();
-    guest.CollectDirtyPages(&pages);
+    dirty.clear();
+    guest.CollectDirtyPages(&dirty);
     st = co_await send_round(round, false, false);
   }
   if (!st.ok()) {
-    co_await abort_out(st);
+    co_await abort_pages(st);
     co_return;
   }
 
@@ -695,11 +887,17 @@ awaitable<void> MigrationEngine::RunOutgoing(std::shared_ptr<Outgoing> m) {
   t_pause = clock_.Now();
   ++round;
   rec.round = round;
-  pages.clear();
-  guest.CollectDirtyPages(&pages);
+  dirty.clear();
+  guest.CollectDirtyPages(&dirty);
   st = co_await send_round(round, false, true);
+  if (st.ok()) {
+    // Every batch is written: the additional streams say goodbye and close.
+    co_await pages->Finish();
+    rec.network_bytes = conn->wire_bytes_sent() + pages->extra_wire_bytes();
+  }
   transfer.SetAttribute("rounds", round);
   transfer.SetAttribute("bytes", logical_sent);
+  transfer.SetAttribute("streams", streams_used);
   transfer.End();
   std::string digest;
   if (st.ok()) {
@@ -714,6 +912,7 @@ awaitable<void> MigrationEngine::RunOutgoing(std::shared_ptr<Outgoing> m) {
     done.mutable_complete()->set_digest(digest);
     done.mutable_complete()->set_rounds(round);
     done.mutable_complete()->set_pages_sent(logical_sent / vm::kPageSize);
+    done.mutable_complete()->set_batches(pages->batches());
     st = co_await send_ctl(done);
   }
   Result<wire::Control> verified = Status(Internal("unset"));
@@ -732,7 +931,7 @@ awaitable<void> MigrationEngine::RunOutgoing(std::shared_ptr<Outgoing> m) {
   }
   if (st.ok() && m->cancel) st = Aborted("migration cancelled (node shutting down)");
   if (!st.ok()) {
-    co_await abort_out(st);
+    co_await abort_pages(st);
     co_return;
   }
 
@@ -792,7 +991,7 @@ awaitable<void> MigrationEngine::RunOutgoing(std::shared_ptr<Outgoing> m) {
   rec.finished_ms = clock_.WallMillis();
   rec.total_ms = Seconds(clock_.Now() - t_start) * 1e3;
   rec.remaining_bytes = 0;
-  rec.network_bytes = conn->wire_bytes_sent();
+  rec.network_bytes = conn->wire_bytes_sent() + pages->extra_wire_bytes();
   double elapsed = Seconds(clock_.Now() - t_transfer_start);
   rec.throughput_bps = elapsed > 0 ? logical_sent / elapsed : 0;
   progress(true);
@@ -885,8 +1084,14 @@ awaitable<void> MigrationEngine::ServeIncoming(std::shared_ptr<amst::Connection>
       co_return;
     }
   }
-  // Handshake.
+  // Handshake: a new migration starts with Hello; an additional data stream of a running
+  // one with StreamJoin.
   auto hello = co_await conn->ReceiveControl(config_.io_timeout);
+  if (hello.ok() && hello->msg_case() == wire::Control::kStreamJoin) {
+    co_await ServeJoinedStream(conn, hello->stream_join());
+    done();
+    co_return;
+  }
   if (!hello.ok() || hello->msg_case() != wire::Control::kHello) {
     reject(hello.ok() ? ProtocolError("first frame is not a hello") : hello.status());
     done();
@@ -972,14 +1177,41 @@ awaitable<void> MigrationEngine::ServeIncoming(std::shared_ptr<amst::Connection>
       st = g.status();
     }
   }
+  // The data plane, and the session additional streams join (v3).
+  std::shared_ptr<IncomingPages> pages;
+  std::shared_ptr<IncomingSession> session;
+  if (st.ok()) {
+    pages = std::make_shared<IncomingPages>(
+        DataContext(), static_cast<uint8_t>(version), guest,
+        [conn](const Status&) { conn->Close(); });  // wakes the primary reader
+    session = std::make_shared<IncomingSession>();
+    session->token = NewStreamToken();
+    session->version = static_cast<uint8_t>(version);
+    session->max_streams = version >= 3 ? std::max(1u, config_.streams.max_streams) : 1;
+    session->pages = pages;
+    session->active = a;
+    std::lock_guard lock(mu_);
+    sessions_[migration_id] = session;
+  }
+  auto end_session = [&] {
+    if (!session) return;
+    std::lock_guard lock(mu_);
+    auto it = sessions_.find(migration_id);
+    if (it != sessions_.end() && it->second == session) sessions_.erase(it);
+  };
   {
     wire::Control ready;
     ready.mutable_ready()->set_ok(st.ok());
     if (!st.ok()) ready.mutable_ready()->set_error(st.message());
+    if (st.ok() && version >= 3) {
+      ready.mutable_ready()->set_stream_token(session->token);
+      ready.mutable_ready()->set_max_streams(session->max_streams);
+    }
     Status sent = co_await conn->SendControl(ready, config_.io_timeout);
     if (st.ok()) st = sent;
   }
   if (!st.ok()) {
+    end_session();
     reject(st);
     done();
     co_return;
@@ -994,15 +1226,22 @@ awaitable<void> MigrationEngine::ServeIncoming(std::shared_ptr<amst::Connection>
                 {"memory_bytes", b.memory_bytes()},
                 {"protocol", "v" + std::to_string(version)}});
 
-  // Pages until MigrationComplete.
+  // Pages until MigrationComplete. Batches on this stream and on joined ones all go through
+  // `pages`, which applies them in sequence.
   uint32_t current_round = 0;
-  uint64_t round_pages = 0, round_received = 0;
   std::future<void> warm_digest;  // fills the page-hash cache once round 1 has landed
   std::string source_digest;
+  uint64_t mode_bytes_seen = 0;
+  amst::LinkMode mode = LinkModeOf(source_node);
+  auto count_mode_bytes = [&] {
+    const uint64_t received = pages->payload_bytes();
+    bytes_by_mode_[static_cast<int>(mode)] += received - mode_bytes_seen;
+    mode_bytes_seen = received;
+  };
   while (st.ok()) {
     auto frame = co_await conn->Receive(config_.io_timeout);
     if (!frame.ok()) {
-      st = frame.status();
+      st = pages->error().ok() ? frame.status() : pages->error();
       break;
     }
     if (frame->header.type == amst::FrameType::kPages) {
@@ -1010,18 +1249,7 @@ awaitable<void> MigrationEngine::ServeIncoming(std::shared_ptr<amst::Connection>
         st = ProtocolError("out-of-order frame: pages before a round began");
         break;
       }
-      uint32_t batch_round = 0;
-      hde::BatchStats stats;
-      st = hde::ApplyPageBatch(frame->payload, *guest, &batch_round, &stats);
-      if (st.ok() && batch_round != current_round) {
-        st = ProtocolError("out-of-order frame: pages of round " + std::to_string(batch_round) +
-                           " during round " + std::to_string(current_round));
-      }
-      if (st.ok()) metrics_.bytes_received.Increment(double(stats.pages * vm::kPageSize));
-      round_received += stats.pages;
-      if (st.ok() && current_round == 1 && round_received == round_pages) {
-        warm_digest = std::async(std::launch::async, [guest] { (void)guest->Digest(); });
-      }
+      st = co_await pages->Deliver(std::move(frame->payload));
       continue;
     }
     wire::Control c;
@@ -1034,10 +1262,18 @@ awaitable<void> MigrationEngine::ServeIncoming(std::shared_ptr<amst::Connection>
         st = ProtocolError("out-of-order round " + std::to_string(c.round_begin().round()));
       }
       current_round = c.round_begin().round();
-      round_pages = c.round_begin().pages();
-      round_received = 0;
+      count_mode_bytes();
+      mode = ObserveLink(source_node, conn->SampleLink());
+      if (current_round == 2 && !warm_digest.valid()) {
+        // Round 1 (every page) has been sent: hash it while the next rounds arrive.
+        warm_digest = std::async(std::launch::async, [guest] { (void)guest->Digest(); });
+      }
     } else if (c.msg_case() == wire::Control::kComplete) {
       source_digest = c.complete().digest();
+      // Batches on joined streams may still be arriving: wait until all are applied.
+      const uint64_t batches = version >= 3 ? c.complete().batches() : pages->applied();
+      st = co_await pages->WaitApplied(batches, config_.verify_timeout);
+      count_mode_bytes();
       break;
     } else if (c.msg_case() == wire::Control::kAbort) {
       st = Aborted("source aborted: " + c.abort().reason());
@@ -1045,6 +1281,7 @@ awaitable<void> MigrationEngine::ServeIncoming(std::shared_ptr<amst::Connection>
       st = ProtocolError("out-of-order control message during pre-copy");
     }
   }
+  if (!st.ok() && pages) pages->Fail(st);  // ends the joined streams' work
   if (warm_digest.valid()) warm_digest.wait();
   span.SetAttribute("rounds", current_round);
   if (st.ok()) {
@@ -1103,7 +1340,154 @@ awaitable<void> MigrationEngine::ServeIncoming(std::shared_ptr<amst::Connection>
   } else if (!st.ok()) {
     reject(st);
   }
+  end_session();
   done();
+}
+
+awaitable<void> MigrationEngine::OpenExtraStream(std::shared_ptr<Outgoing> m, uint32_t index) {
+  std::shared_ptr<OutgoingPages> pages;
+  {
+    std::lock_guard lock(m->mu);
+    pages = m->pages;
+  }
+  auto give_up = [&](const Status& why) {
+    // The migration goes on with the streams it has; no more are tried.
+    m->joins_failed = true;
+    --m->opening;
+    metrics_.CountError(obs::Component::kAmst, ErrorTypeOf(why.code()), "warning");
+    obs::LogWarn("amst", "cannot open an additional data stream; continuing with fewer",
+                 {{"migration_id", m->record.id},
+                  {"vm_id", m->record.vm_id},
+                  {"stream", index},
+                  {"error", why.ToString()}});
+  };
+  if (!pages || m->cancel) {
+    --m->opening;
+    co_return;
+  }
+  auto c = co_await amst::Connect(m->dest_host, m->dest_port, metrics_, config_.connect_timeout,
+                                  co_await asio::this_coro::executor);
+  if (!c.ok()) {
+    give_up(c.status());
+    co_return;
+  }
+  std::shared_ptr<amst::Connection> conn(std::move(c).value());
+  if (config_.tls_client) {
+    Status st = co_await conn->StartTls(*config_.tls_client, /*server=*/false,
+                                        config_.connect_timeout);
+    if (!st.ok()) {
+      give_up(st);
+      co_return;
+    }
+  }
+  wire::Control join;
+  join.mutable_stream_join()->set_migration_id(m->record.id);
+  join.mutable_stream_join()->set_stream_token(m->stream_token);
+  join.mutable_stream_join()->set_stream_index(index);
+  join.mutable_stream_join()->set_version(3);  // extra streams exist in v3 only
+  Status st = co_await conn->SendControl(join, config_.connect_timeout);
+  Result<wire::Control> ack = Status(Internal("unset"));
+  if (st.ok()) ack = co_await conn->ReceiveControl(config_.connect_timeout);
+  if (st.ok() && !ack.ok()) st = ack.status();
+  if (st.ok() && ack->msg_case() != wire::Control::kStreamJoinAck) {
+    st = ProtocolError("expected a stream join ack");
+  }
+  if (st.ok() && !ack->stream_join_ack().ok()) {
+    st = FailedPrecondition("destination refused the stream: " + ack->stream_join_ack().error());
+  }
+  if (!st.ok()) {
+    conn->Close();
+    give_up(st);
+    co_return;
+  }
+  conn->set_protocol(3);
+  {
+    std::lock_guard lock(m->mu);
+    if (m->cancel || !pages->error().ok()) {
+      conn->Close();
+      --m->opening;
+      co_return;
+    }
+    pages->AddStream(conn, /*primary=*/false);
+  }
+  --m->opening;
+}
+
+awaitable<void> MigrationEngine::ServeJoinedStream(std::shared_ptr<amst::Connection> conn,
+                                                   wire::StreamJoin join) {
+  auto task = obs::pprof::TaskRegistry::Global().Register(
+      "migration.stream", join.migration_id() + " #" + std::to_string(join.stream_index()));
+  std::shared_ptr<IncomingSession> session;
+  {
+    std::lock_guard lock(mu_);
+    auto it = sessions_.find(join.migration_id());
+    if (it != sessions_.end()) session = it->second;
+  }
+  Status st;
+  if (!session || !SameSecret(session->token, join.stream_token())) {
+    st = Status(StatusCode::kUnauthenticated,
+                "stream join for an unknown migration or with a wrong token");
+  } else if (join.version() != session->version || session->version < 3) {
+    st = ProtocolError("stream join with protocol version " + std::to_string(join.version()));
+  } else if (join.stream_index() == 0 || session->joined + 1 >= session->max_streams) {
+    st = FailedPrecondition("no more than " + std::to_string(session->max_streams) +
+                            " streams per migration");
+  }
+  wire::Control ack;
+  ack.mutable_stream_join_ack()->set_ok(st.ok());
+  if (!st.ok()) ack.mutable_stream_join_ack()->set_error(st.message());
+  Status sent = co_await conn->SendControl(ack, config_.io_timeout);
+  if (st.ok()) st = sent;
+  if (!st.ok()) {
+    ++protocol_errors_;
+    metrics_.CountError(obs::Component::kAmst, ErrorTypeOf(st.code()), "warning");
+    obs::LogWarn("amst", "data stream refused",
+                 {{"peer", conn->peer()},
+                  {"migration_id", join.migration_id()},
+                  {"error", st.ToString()}});
+    conn->Close();
+    co_return;
+  }
+  ++session->joined;
+  ++streams_joined_;
+  conn->set_protocol(session->version);
+  obs::LogInfo("amst", "data stream joined",
+               {{"migration_id", join.migration_id()},
+                {"stream", join.stream_index()},
+                {"peer", conn->peer()},
+                {"streams", session->joined + 1}});
+  {
+    std::lock_guard lock(session->active->mu);
+    session->active->extra.push_back(conn);
+    if (session->active->cancel) conn->Close();
+  }
+  task.SetState("receiving pages");
+  auto& pages = *session->pages;
+  const std::string name = "data stream " + std::to_string(join.stream_index());
+  for (;;) {
+    // A stream may idle while the source waits at a round barrier: the verify timeout,
+    // not the per-frame one, bounds that.
+    auto frame = co_await conn->Receive(config_.verify_timeout);
+    if (!frame.ok()) {
+      pages.Fail(Status(frame.status().code() == StatusCode::kProtocol ? StatusCode::kProtocol
+                                                                       : StatusCode::kUnavailable,
+                        name + " lost: " + frame.status().message()));
+      break;
+    }
+    if (frame->header.type == amst::FrameType::kPages) {
+      if (!(co_await pages.Deliver(std::move(frame->payload))).ok()) break;
+      continue;
+    }
+    wire::Control c;
+    if (!c.ParseFromArray(frame->payload.data(), static_cast<int>(frame->payload.size()))) {
+      pages.Fail(ProtocolError(name + ": control message does not parse"));
+      break;
+    }
+    if (c.msg_case() == wire::Control::kStreamEnd) break;  // clean end
+    pages.Fail(ProtocolError(name + ": unexpected control message"));
+    break;
+  }
+  conn->Close();
 }
 
 amst::LinkMode MigrationEngine::ObserveLink(const std::string& peer,
@@ -1113,6 +1497,9 @@ amst::LinkMode MigrationEngine::ObserveLink(const std::string& peer,
   amst::ModeDetector& d = it->second;
   const amst::LinkMode before = d.mode();
   if (added) metrics_.links_in_mode(static_cast<int>(before)).Increment();
+  if (sample.bandwidth_bytes_per_second > 0) {
+    link_bandwidth_[peer] = sample.bandwidth_bytes_per_second;
+  }
   if (d.Observe(sample)) {
     const amst::LinkMode after = d.mode();
     metrics_.links_in_mode(static_cast<int>(before)).Decrement();

@@ -10,6 +10,7 @@
 
 #include <asio.hpp>
 #include <asio/ssl.hpp>
+#include <array>
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
@@ -23,13 +24,21 @@
 
 #include "acp/state_store.h"
 #include "amst/mode_detector.h"
+#include "amst/stream_controller.h"
+#include "amst/token_bucket.h"
 #include "common/clock.h"
+#include "hde/hde_stats.h"
+#include "hde/page_encoder.h"
+#include "migration/data_plane.h"
 #include "common/status.h"
 #include "obs/metrics.h"
 #include "vm/vm_table.h"
 
 namespace dwcp::amst {
 class Connection;
+}
+namespace dwcp::wire {
+class StreamJoin;
 }
 namespace dwcp::obs::trace {
 class Tracer;
@@ -65,6 +74,13 @@ struct EngineConfig {
   std::shared_ptr<asio::ssl::context> tls_server;
   // Link mode detection per peer; `pinned` fixes the mode (config `amst_mode`).
   amst::ModeDetectorConfig link_modes;
+  // Parallel data streams per v3 migration (config `streams`, `min_streams`, `max_streams`).
+  amst::StreamControllerConfig streams;
+  // v3 page encoding (config `hde_*`); compress_threads is set from worker_threads.
+  hde::EncoderConfig hde;
+  uint32_t worker_threads = 0;  // encode/decode pool; 0 = one per core
+  uint32_t batch_window = 16;   // batches between planned and written, per migration
+  uint64_t node_bandwidth_limit = 0;  // bytes/s over all outgoing migrations; 0 = none
   MigrationObserver on_success;  // may be empty
 };
 
@@ -108,11 +124,25 @@ class MigrationEngine {
   // `grace` for all of them to end. Idempotent.
   void Shutdown(std::chrono::milliseconds grace);
 
+  // Bandwidth caps, adjustable while migrations run (bytes/s, 0 = unlimited). The
+  // per-migration one applies to an outgoing migration of this node: NotFound otherwise.
+  void SetNodeBandwidthLimit(uint64_t bytes_per_second);
+  uint64_t node_bandwidth_limit() const { return node_bucket_.rate(); }
+  Status SetMigrationBandwidthLimit(const std::string& migration_id, uint64_t bytes_per_second);
+
+  // Time data-stream writers spent writing (for dwcp_v3_amst_stream_saturation_ratio).
+  uint64_t stream_busy_ns() const { return stream_busy_ns_.load(); }
+  // Data-plane bytes (page payloads, both directions) per link mode, in amst::LinkMode order:
+  // the node turns them into dwcp_v3_amst_throughput_bytes_per_second{mode}.
+  std::array<uint64_t, 3> bytes_by_mode() const;
+
   size_t active_migrations() const;
   // For health checks: whether the data listener accepts, and error counts since start.
   bool listening() const { return listening_; }
   uint64_t protocol_errors() const { return protocol_errors_; }
   uint64_t digest_mismatches() const { return digest_mismatches_; }
+  // Additional data streams that joined incoming migrations since start.
+  uint64_t streams_joined() const { return streams_joined_; }
 
  private:
   struct Active;
@@ -121,10 +151,20 @@ class MigrationEngine {
   asio::awaitable<void> AcceptLoop();
   asio::awaitable<void> RunOutgoing(std::shared_ptr<Outgoing> m);
   asio::awaitable<void> ServeIncoming(std::shared_ptr<amst::Connection> conn);
+  // An additional data stream joining an incoming migration (after StreamJoin).
+  asio::awaitable<void> ServeJoinedStream(std::shared_ptr<amst::Connection> conn,
+                                          wire::StreamJoin join);
+  // Opens, authenticates and joins one more data stream of an outgoing migration.
+  asio::awaitable<void> OpenExtraStream(std::shared_ptr<Outgoing> m, uint32_t index);
   // Resolves an incoming migration whose source went quiet after verification: resume if
   // the store says we own the VM, otherwise cancel it in the store so the source keeps it.
   // Feeds a link measurement for `peer`; logs and counts a mode switch. Returns the mode.
   amst::LinkMode ObserveLink(const std::string& peer, const amst::LinkSample& sample);
+
+  DataPlaneContext DataContext();
+  // The last delivery rate measured toward `peer` (0: none yet), and its link mode.
+  double PeerBandwidthHint(const std::string& peer);
+  amst::LinkMode LinkModeOf(const std::string& peer);
 
   bool ResolveInDoubt(const std::string& vm_id, const std::string& migration_id,
                       const std::string& source_node, uint64_t epoch);
@@ -155,8 +195,17 @@ class MigrationEngine {
   std::atomic<bool> listening_{false};
   std::mutex links_mu_;
   std::map<std::string, amst::ModeDetector> links_;  // by peer node id
+  std::map<std::string, double> link_bandwidth_;     // by peer node id: last delivery rate
   std::atomic<uint64_t> protocol_errors_{0};
   std::atomic<uint64_t> digest_mismatches_{0};
+  std::atomic<uint64_t> streams_joined_{0};
+  asio::thread_pool pool_;  // HDE encode and decode
+  hde::HdeStats hde_stats_;
+  amst::TokenBucket node_bucket_;
+  std::atomic<uint64_t> stream_busy_ns_{0};
+  std::array<std::atomic<uint64_t>, 3> bytes_by_mode_{};
+  struct IncomingSession;
+  std::map<std::string, std::shared_ptr<IncomingSession>> sessions_;  // by migration id; mu_
 };
 
 // "mig-" followed by 12 random hex digits.

@@ -4,11 +4,14 @@
 #include <yaml-cpp/yaml.h>
 
 #include <CLI/CLI.hpp>
+#include <charconv>
 #include <iostream>
 #include <set>
 
 #include "amst/connection.h"
 #include "common/units.h"
+#include "hde/codec_selector.h"
+#include "hde/page_encoder.h"
 #include "obs/anomaly.h"
 #include "obs/log.h"
 #include "obs/sla.h"
@@ -93,8 +96,34 @@ Status LoadYamlConfig(const std::string& path, NodeConfig* c) {
       DWCP_RETURN_IF_ERROR(obs::ParseSlaConfig(v, &c->sla));
     } else if (key == "anomaly") {
       DWCP_RETURN_IF_ERROR(obs::ParseAnomalyConfig(v, &c->anomaly));
+    } else if (key == "rollout") {
+      DWCP_RETURN_IF_ERROR(rollout::ParseRolloutConfig(v, &c->rollout));
     } else if (key == "amst_mode") {
       DWCP_RETURN_IF_ERROR(ReadScalar(v, key, &c->amst_mode));
+    } else if (key == "transport") {
+      DWCP_RETURN_IF_ERROR(ReadScalar(v, key, &c->transport));
+    } else if (key == "streams") {
+      DWCP_RETURN_IF_ERROR(ReadScalar(v, key, &c->streams));
+    } else if (key == "min_streams") {
+      DWCP_RETURN_IF_ERROR(ReadScalar(v, key, &c->min_streams));
+    } else if (key == "max_streams") {
+      DWCP_RETURN_IF_ERROR(ReadScalar(v, key, &c->max_streams));
+    } else if (key == "bandwidth_limit") {
+      DWCP_RETURN_IF_ERROR(ReadScalar(v, key, &c->bandwidth_limit));
+    } else if (key == "hde_codec") {
+      DWCP_RETURN_IF_ERROR(ReadScalar(v, key, &c->hde_codec));
+    } else if (key == "hde_zstd_level") {
+      DWCP_RETURN_IF_ERROR(ReadScalar(v, key, &c->hde_zstd_level));
+    } else if (key == "hde_delta_cache") {
+      DWCP_RETURN_IF_ERROR(ReadScalar(v, key, &c->hde_delta_cache));
+    } else if (key == "hde_dedup_index") {
+      DWCP_RETURN_IF_ERROR(ReadScalar(v, key, &c->hde_dedup_index));
+    } else if (key == "hde_dedup") {
+      DWCP_RETURN_IF_ERROR(ReadScalar(v, key, &c->hde_dedup));
+    } else if (key == "hde_delta") {
+      DWCP_RETURN_IF_ERROR(ReadScalar(v, key, &c->hde_delta));
+    } else if (key == "worker_threads") {
+      DWCP_RETURN_IF_ERROR(ReadScalar(v, key, &c->worker_threads));
     } else if (key == "tls") {
       if (!v.IsMap()) return InvalidArgument("config key 'tls' must be a mapping");
       for (auto t = v.begin(); t != v.end(); ++t) {
@@ -257,6 +286,50 @@ Status ValidateNodeConfig(NodeConfig* c) {
       c->amst_mode != "internet") {
     return InvalidArgument("--amst-mode must be auto, datacenter, hybrid or internet");
   }
+  if (c->transport == "rdma") {
+    return InvalidArgument(
+        "--transport rdma is not supported in this build (it has no RDMA verbs support); "
+        "use --transport tcp");
+  }
+  if (c->transport != "tcp") return InvalidArgument("--transport must be tcp or rdma");
+  if (c->min_streams < 1 || c->max_streams > 64 || c->min_streams > c->max_streams) {
+    return InvalidArgument("--min-streams and --max-streams must satisfy 1 <= min <= max <= 64");
+  }
+  if (c->streams == "auto") {
+    c->fixed_streams = 0;
+  } else {
+    unsigned n = 0;
+    auto [ptr, ec] = std::from_chars(c->streams.data(), c->streams.data() + c->streams.size(), n);
+    if (ec != std::errc() || ptr != c->streams.data() + c->streams.size() || n < 1 || n > 64) {
+      return InvalidArgument("--streams must be 'auto' or a stream count from 1 to 64");
+    }
+    c->fixed_streams = n;
+  }
+  if (c->bandwidth_limit == "unlimited" || c->bandwidth_limit == "0") {
+    c->bandwidth_limit_bps = 0;
+  } else {
+    auto rate = ParseRate(c->bandwidth_limit);
+    if (!rate.ok()) return InvalidArgument("--bandwidth-limit: " + rate.status().message());
+    c->bandwidth_limit_bps = *rate;
+  }
+  {
+    auto policy = hde::ParseCodecPolicy(c->hde_codec);
+    if (!policy.ok()) return InvalidArgument("--hde-codec: " + policy.status().message());
+    auto delta = ParseBytes(c->hde_delta_cache);
+    if (!delta.ok()) return InvalidArgument("--hde-delta-cache: " + delta.status().message());
+    auto index = ParseBytes(c->hde_dedup_index);
+    if (!index.ok()) return InvalidArgument("--hde-dedup-index: " + index.status().message());
+    c->hde_delta_cache_bytes = *delta / 4096 * 4096;
+    c->hde_dedup_index_bytes = *index;
+    hde::EncoderConfig e;
+    e.codec = *policy;
+    e.zstd_level = c->hde_zstd_level;
+    e.delta_cache_bytes = c->hde_delta_cache_bytes;
+    e.dedup_index_bytes = c->hde_dedup_index_bytes;
+    Status valid = e.Validate();
+    if (!valid.ok()) return InvalidArgument("hde: " + valid.message());
+  }
+  if (c->worker_threads > 256) return InvalidArgument("--worker-threads must be at most 256");
   std::string pprof_host;
   st = amst::SplitHostPort(c->pprof_listen, &pprof_host, &port);
   if (!st.ok()) return InvalidArgument("--pprof-listen: " + st.message());
@@ -270,6 +343,7 @@ Status ValidateNodeConfig(NodeConfig* c) {
     return InvalidArgument(
         "profiling.storage is required when profiling.enabled (file:///dir/ or s3://bucket/)");
   }
+  DWCP_RETURN_IF_ERROR(rollout::ValidateRolloutConfig(c->rollout));
   auto interval = ParseDurationMillis(c->profiling.interval);
   if (!interval.ok() || *interval <= 0) {
     return InvalidArgument("profiling.interval must be a positive duration like 60s");
@@ -306,6 +380,40 @@ Result<NodeConfig> ParseNodeConfig(int argc, char** argv, bool* exit_now) {
                  "Link mode: auto (detect from RTT, bandwidth, loss) or pin datacenter, hybrid, "
                  "internet")
       ->capture_default_str();
+  app.add_option("--transport", flags.transport,
+                 "Data transport: tcp (rdma is not supported in this build)")
+      ->capture_default_str();
+  app.add_option("--streams", flags.streams,
+                 "Parallel data streams per migration: auto (adaptive) or a fixed count")
+      ->capture_default_str();
+  app.add_option("--min-streams", flags.min_streams, "Fewest streams the adaptive count uses")
+      ->capture_default_str();
+  app.add_option("--max-streams", flags.max_streams,
+                 "Most streams per migration (also what this node accepts as destination)")
+      ->capture_default_str();
+  app.add_option("--bandwidth-limit", flags.bandwidth_limit,
+                 "Cap on this node's outgoing migration traffic, e.g. 100MB/s or 1Gbit/s "
+                 "(adjustable at run time: PUT /api/v1/nodes/ID/bandwidth)")
+      ->capture_default_str();
+  app.add_option("--hde-codec", flags.hde_codec,
+                 "Batch compression: auto (chosen per batch for the link), zstd, lz4, none")
+      ->capture_default_str();
+  app.add_option("--hde-zstd-level", flags.hde_zstd_level,
+                 "zstd level when pinned (0: chosen per batch)")
+      ->capture_default_str();
+  app.add_option("--hde-delta-cache", flags.hde_delta_cache,
+                 "Previous page versions kept per outgoing migration as delta bases")
+      ->capture_default_str();
+  app.add_option("--hde-dedup-index", flags.hde_dedup_index,
+                 "Content index size per outgoing migration (32 bytes per page)")
+      ->capture_default_str();
+  app.add_option("--hde-dedup", flags.hde_dedup, "Send duplicate pages as references")
+      ->capture_default_str();
+  app.add_option("--hde-delta", flags.hde_delta, "Send rewritten pages as deltas")
+      ->capture_default_str();
+  app.add_option("--worker-threads", flags.worker_threads,
+                 "Threads that encode and decode pages (0: one per core)")
+      ->capture_default_str();
   app.add_option("--tls", flags.tls,
                  "Mutual TLS 1.3 between nodes (true/false); needs --tls-ca/--tls-cert/--tls-key")
       ->capture_default_str();
@@ -329,6 +437,11 @@ Result<NodeConfig> ParseNodeConfig(int argc, char** argv, bool* exit_now) {
   app.add_option("--otlp-endpoint", flags.otlp_endpoint,
                  "OpenTelemetry Collector for traces: HOST:PORT")
       ->capture_default_str();
+  app.add_option("--rollout-initial-stage", flags.rollout.initial_stage,
+                 "Stage a region without a rollout record starts at: v1 or a rollout.stages "
+                 "name (default: the last stage, full)");
+  app.add_option("--rollout-webhook-token-file", flags.rollout.webhook_token_file,
+                 "File with the secret Alertmanager sends as bearer token to /api/v1/rollback");
   app.add_option("--max-tasks", flags.max_tasks,
                  "Coroutine task limit; new migrations are refused beyond it")
       ->capture_default_str();
@@ -362,6 +475,18 @@ Result<NodeConfig> ParseNodeConfig(int argc, char** argv, bool* exit_now) {
   if (given("--pprof-listen")) config.pprof_listen = flags.pprof_listen;
   if (given("--tls")) config.tls = flags.tls;
   if (given("--amst-mode")) config.amst_mode = flags.amst_mode;
+  if (given("--transport")) config.transport = flags.transport;
+  if (given("--streams")) config.streams = flags.streams;
+  if (given("--min-streams")) config.min_streams = flags.min_streams;
+  if (given("--max-streams")) config.max_streams = flags.max_streams;
+  if (given("--bandwidth-limit")) config.bandwidth_limit = flags.bandwidth_limit;
+  if (given("--hde-codec")) config.hde_codec = flags.hde_codec;
+  if (given("--hde-zstd-level")) config.hde_zstd_level = flags.hde_zstd_level;
+  if (given("--hde-delta-cache")) config.hde_delta_cache = flags.hde_delta_cache;
+  if (given("--hde-dedup-index")) config.hde_dedup_index = flags.hde_dedup_index;
+  if (given("--hde-dedup")) config.hde_dedup = flags.hde_dedup;
+  if (given("--hde-delta")) config.hde_delta = flags.hde_delta;
+  if (given("--worker-threads")) config.worker_threads = flags.worker_threads;
   if (given("--tls-ca")) config.tls_ca = flags.tls_ca;
   if (given("--tls-cert")) config.tls_cert = flags.tls_cert;
   if (given("--tls-key")) config.tls_key = flags.tls_key;
@@ -369,6 +494,10 @@ Result<NodeConfig> ParseNodeConfig(int argc, char** argv, bool* exit_now) {
   if (given("--on-round-limit")) config.on_round_limit = flags.on_round_limit;
   if (given("--io-threads")) config.io_threads = flags.io_threads;
   if (given("--max-tasks")) config.max_tasks = flags.max_tasks;
+  if (given("--rollout-initial-stage")) config.rollout.initial_stage = flags.rollout.initial_stage;
+  if (given("--rollout-webhook-token-file")) {
+    config.rollout.webhook_token_file = flags.rollout.webhook_token_file;
+  }
   if (given("--tracing")) config.tracing = flags.tracing;
   if (given("--otlp-endpoint")) config.otlp_endpoint = flags.otlp_endpoint;
   if (given("--downtime-budget")) {

@@ -9,6 +9,7 @@
 #include "common/status.h"
 #include "obs/anomaly.h"
 #include "obs/sla.h"
+#include "rollout/rollout_config.h"
 
 namespace dwcp::node {
 
@@ -48,6 +49,25 @@ struct NodeConfig {
   std::string pprof_listen = "127.0.0.1:6060";  // /debug/pprof/ (loopback unless configured)
   // Mutual TLS 1.3 on data connections (docs/security.md): on unless turned off.
   std::string amst_mode = "auto";  // auto | datacenter | hybrid | internet (pinned)
+  // AMST data plane (docs/amst.md). `transport`: tcp (rdma is not in this build: an error).
+  std::string transport = "tcp";
+  std::string streams = "auto";  // auto (adaptive within min/max) or a fixed count
+  uint32_t min_streams = 1;
+  uint32_t max_streams = 8;
+  std::string bandwidth_limit = "unlimited";  // node-wide cap, e.g. 100MB/s, 1Gbit/s
+  // HDE (docs/hde.md).
+  std::string hde_codec = "auto";  // auto | zstd | lz4 | none
+  int hde_zstd_level = 0;          // 0: chosen per batch
+  std::string hde_delta_cache = "256MiB";
+  std::string hde_dedup_index = "32MiB";
+  bool hde_dedup = true;
+  bool hde_delta = true;
+  uint32_t worker_threads = 0;  // encode/decode threads; 0 = one per core
+  // Filled by ValidateNodeConfig from the strings above.
+  uint32_t fixed_streams = 0;            // 0: adaptive
+  uint64_t bandwidth_limit_bps = 0;      // 0: unlimited
+  uint64_t hde_delta_cache_bytes = 0;
+  uint64_t hde_dedup_index_bytes = 0;
   bool tls = true;
   std::string tls_ca, tls_cert, tls_key;
   int64_t downtime_budget_ms = 300;
@@ -61,6 +81,7 @@ struct NodeConfig {
   ProfilingConfig profiling;
   obs::SlaConfig sla;          // `sla:` objectives (docs/sla.md)
   obs::AnomalyConfig anomaly;  // `anomaly:` detector tuning (docs/anomaly.md)
+  rollout::RolloutConfig rollout;  // `rollout:` the v1→v3 rollout (docs/rollout.md)
 
   std::string StorePath() const { return store.empty() ? data_dir + "/state.db" : store; }
 };

@@ -12,6 +12,7 @@
 #include "amst/tls.h"
 #include "api/api_server.h"
 #include "common/units.h"
+#include "hde/codec_selector.h"
 #include "obs/log.h"
 #include "obs/pprof/continuous_profiler.h"
 #include "obs/pprof/profiling_server.h"
@@ -90,6 +91,15 @@ Status Node::Init() {
 
   sla_ = std::make_unique<obs::SlaEvaluator>(config_.sla, metrics_, clock_);
   anomaly_ = std::make_unique<obs::AnomalyDetector>(config_.anomaly, metrics_, clock_);
+  rollout_ = std::make_unique<rollout::RolloutController>(
+      config_.rollout, config_.node_id, config_.region, *store_, metrics_, clock_, [this] {
+        std::vector<rollout::AnomalySample> out;
+        for (const auto& d : anomaly_->Detections(100)) {
+          if (d.severity != obs::AnomalySeverity::kCritical) continue;
+          out.push_back({d.wall_millis, obs::AnomalyTypeName(d.type), d.migration_id});
+        }
+        return out;
+      });
 
   migration::EngineConfig ec;
   ec.on_success = [this](const migration::FinishedMigration& f) {
@@ -115,6 +125,18 @@ Status Node::Init() {
   ec.max_rounds = config_.max_rounds;
   ec.force_on_round_limit = config_.on_round_limit == "force";
   ec.max_tasks = config_.max_tasks;
+  ec.streams.min_streams = config_.min_streams;
+  ec.streams.max_streams = config_.max_streams;
+  ec.streams.fixed_streams = config_.fixed_streams;
+  ec.streams.stream_window_bytes = amst::DefaultStreamWindowBytes();
+  ec.node_bandwidth_limit = config_.bandwidth_limit_bps;
+  ec.hde.codec = *hde::ParseCodecPolicy(config_.hde_codec);  // validated
+  ec.hde.zstd_level = config_.hde_zstd_level;
+  ec.hde.delta_cache_bytes = config_.hde_delta_cache_bytes;
+  ec.hde.dedup_index_bytes = config_.hde_dedup_index_bytes;
+  ec.hde.dedup = config_.hde_dedup;
+  ec.hde.delta = config_.hde_delta;
+  ec.worker_threads = config_.worker_threads;
   engine_ = std::make_unique<migration::MigrationEngine>(ec, *store_, vms_, metrics_, clock_, io_,
                                                          migration::SyntheticIncomingGuests(),
                                                          tracer_.get());
@@ -160,6 +182,7 @@ Status Node::Init() {
 
   metrics_.AddCollectable(std::make_shared<obs::ProcessCollector>());
   if (!Heartbeat("up")) return Unavailable("cannot register the node in the state store");
+  DWCP_RETURN_IF_ERROR(rollout_->Start());
   RecoverOwnedVms();
   SampleHealthAndResources(true, 0);
   api_->Start();
@@ -258,6 +281,7 @@ void Node::BackgroundLoop() {
     auto families = metrics_.Collect();  // one scrape feeds both
     sla_->Tick(obs::SlaInputs::FromFamilies(families));
     anomaly_->Tick(obs::AnomalyTick::FromFamilies(families));
+    rollout_->Tick();
     lock.lock();
   }
 }
@@ -270,6 +294,8 @@ void Node::SampleHealthAndResources(bool store_ok, double store_seconds) {
   s.cpu_seconds = obs::ReadProcessSample().cpu_seconds;
   s.logical_bytes = metrics_.bytes_sent.Value() + metrics_.bytes_received.Value();
   s.wire_bytes = metrics_.wire_sent.Value() + metrics_.wire_received.Value();
+  s.bytes_by_mode = engine_->bytes_by_mode();
+  s.stream_busy_ns = engine_->stream_busy_ns();
   for (auto r : {obs::MigrationResult::kSuccess, obs::MigrationResult::kFailed,
                  obs::MigrationResult::kAborted}) {
     s.migrations += metrics_.migrations(r, 1).Value() + metrics_.migrations(r, 3).Value();
@@ -281,7 +307,14 @@ void Node::SampleHealthAndResources(bool store_ok, double store_seconds) {
     const double secs = std::chrono::duration<double>(now - last_sample_.at).count();
     if (secs > 0) {
       metrics_.throughput.Set((s.logical_bytes - last_sample_.logical_bytes) / secs);
-      metrics_.amst_throughput.Set((s.wire_bytes - last_sample_.wire_bytes) / secs);
+      for (int m = 0; m < 3; ++m) {
+        metrics_.amst_throughput(m).Set(
+            static_cast<double>(s.bytes_by_mode[m] - last_sample_.bytes_by_mode[m]) / secs);
+      }
+      const double streams = std::max(1.0, metrics_.amst_streams.Value());
+      metrics_.stream_saturation().Set(std::min(
+          1.0, static_cast<double>(s.stream_busy_ns - last_sample_.stream_busy_ns) / 1e9 / secs /
+                   streams));
       const double cores = std::max(1u, std::thread::hardware_concurrency());
       metrics_.cpu_percent.Set(100.0 * (s.cpu_seconds - last_sample_.cpu_seconds) / secs / cores);
     }
@@ -378,9 +411,37 @@ Result<acp::VmRecord> Node::CreateVm(const VmCreateRequest& req) {
   return store_->GetVm(rec.id);
 }
 
-Result<acp::MigrationRecord> Node::StartMigration(const migration::MigrationRequest& request) {
+Result<acp::MigrationRecord> Node::StartMigration(const migration::MigrationRequest& request,
+                                                  bool protocol_pinned) {
   if (!ready_) return Status(Unavailable("node is not ready"));
-  return engine_->Start(request);
+  if (protocol_pinned) {
+    auto started = engine_->Start(request);
+    if (started.ok()) {
+      obs::LogInfo("rollout", "migration protocol pinned by the request",
+                   {{"vm_id", request.vm_id},
+                    {"migration_id", started->id},
+                    {"protocol", "v" + std::to_string(request.protocol)},
+                    {"region", config_.region}});
+    }
+    return started;
+  }
+  // The region's rollout stage decides (docs/rollout.md).
+  migration::MigrationRequest chosen = request;
+  const rollout::ProtocolChoice choice = rollout_->ChooseProtocol(request.vm_id);
+  chosen.protocol = choice.protocol;
+  auto started = engine_->Start(chosen);
+  if (started.ok()) {
+    obs::LogInfo("rollout", "migration protocol chosen by the rollout",
+                 {{"vm_id", request.vm_id},
+                  {"migration_id", started->id},
+                  {"protocol", "v" + std::to_string(choice.protocol)},
+                  {"region", choice.region},
+                  {"stage", choice.stage},
+                  {"percent", choice.percent},
+                  {"bucket", choice.bucket},
+                  {"from_store", choice.from_store}});
+  }
+  return started;
 }
 
 void Node::Stop() {

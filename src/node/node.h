@@ -3,6 +3,7 @@
 #pragma once
 
 #include <asio.hpp>
+#include <array>
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
@@ -20,6 +21,7 @@
 #include "obs/anomaly.h"
 #include "obs/sla.h"
 #include "obs/metrics.h"
+#include "rollout/controller.h"
 #include "vm/vm_table.h"
 
 namespace dwcp::api {
@@ -63,17 +65,21 @@ class Node {
 
   // Boots a synthetic guest here and records it (owner this node, epoch 1).
   Result<acp::VmRecord> CreateVm(const VmCreateRequest& request);
-  // Starts a migration of a VM this node owns.
-  Result<acp::MigrationRecord> StartMigration(const migration::MigrationRequest& request);
+  // Starts a migration of a VM this node owns. Unless `protocol_pinned` (the request named
+  // its protocol), the rollout controller picks request.protocol from the region's stage.
+  Result<acp::MigrationRecord> StartMigration(const migration::MigrationRequest& request,
+                                              bool protocol_pinned = true);
 
   bool ready() const { return ready_; }
   const obs::SlaEvaluator& sla() const { return *sla_; }
   const obs::AnomalyDetector& anomaly() const { return *anomaly_; }
+  rollout::RolloutController& rollout() { return *rollout_; }
   // Finished migrations (this node as source) over the last minute.
   double migrations_per_minute() const { return migrations_per_minute_.load(); }
   const NodeConfig& config() const { return config_; }
   uint16_t api_port() const;
   uint16_t data_port() const { return engine_->listen_port(); }
+  migration::MigrationEngine& engine() { return *engine_; }
   uint16_t pprof_port() const;
   acp::StateStore& store() { return *store_; }
   vm::VmTable& vms() { return vms_; }
@@ -99,6 +105,7 @@ class Node {
   std::unique_ptr<acp::StateStore> store_;
   std::unique_ptr<obs::SlaEvaluator> sla_;
   std::unique_ptr<obs::AnomalyDetector> anomaly_;
+  std::unique_ptr<rollout::RolloutController> rollout_;
   vm::VmTable vms_;
   asio::io_context io_;
   std::unique_ptr<asio::executor_work_guard<asio::io_context::executor_type>> work_;
@@ -115,6 +122,8 @@ class Node {
     std::chrono::steady_clock::time_point at;
     double cpu_seconds = 0, logical_bytes = 0, wire_bytes = 0, migrations = 0;
     uint64_t protocol_errors = 0, digest_mismatches = 0;
+    std::array<uint64_t, 3> bytes_by_mode{};  // page data per link mode (engine)
+    uint64_t stream_busy_ns = 0;
   };
   Sample last_sample_;
   std::vector<std::pair<std::chrono::steady_clock::time_point, double>> migration_history_;

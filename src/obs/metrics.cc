@@ -203,12 +203,6 @@ Metrics::Metrics(std::shared_ptr<prometheus::Registry> r)
                            "last second, sent plus received")
                      .Register(*r)
                      .Add({{"transport", "tcp"}})),
-      amst_throughput(BuildGauge()
-                          .Name("dwcp_v3_amst_throughput_bytes_per_second")
-                          .Help("Bytes per second on this node's DWCP data streams over the "
-                                "last second, sent plus received, by transport")
-                          .Register(*r)
-                          .Add({{"transport", "tcp"}})),
       amst_streams(BuildGauge()
                        .Name("dwcp_v3_amst_active_streams")
                        .Help("Open AMST data streams, by transport")
@@ -309,10 +303,23 @@ Metrics::Metrics(std::shared_ptr<prometheus::Registry> r)
   auto& links = GaugeFamily(Component::kAmst, "links", "",
                             "Peer links by their current link mode");
   const char* kModes[] = {"datacenter", "hybrid", "internet"};
+  auto& amst_rate = prometheus::BuildGauge()
+                        .Name("dwcp_v3_amst_throughput_bytes_per_second")
+                        .Help("Page data bytes per second on this node's DWCP data streams over "
+                              "the last second, sent plus received, by transport and by the "
+                              "link mode of the peer")
+                        .Register(*registry_);
   for (int m = 0; m < 3; ++m) {
     mode_switches_[m] = &switches.Add({{"mode", kModes[m]}});
     links_in_mode_[m] = &links.Add({{"mode", kModes[m]}});
+    amst_throughput_[m] = &amst_rate.Add({{"transport", "tcp"}, {"mode", kModes[m]}});
   }
+  stream_saturation_ = &prometheus::BuildGauge()
+                            .Name("dwcp_v3_amst_stream_saturation_ratio")
+                            .Help("Share of the last second the open data streams spent "
+                                  "writing (1 = the network is the bottleneck), by transport")
+                            .Register(*registry_)
+                            .Add({{"transport", "tcp"}});
   AddComputedGauge("dwcp_v3_hde_compression_ratio",
                    "Guest bytes per encoded byte over every batch HDE encoded on this node "
                    "(1 = no reduction; 0 before the first batch)",

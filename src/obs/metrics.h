@@ -115,6 +115,11 @@ class Metrics {
   prometheus::Counter& mode_switches(int mode) { return *mode_switches_[mode]; }
   // dwcp_v3_amst_links{mode}: peer links currently classified as `mode`.
   prometheus::Gauge& links_in_mode(int mode) { return *links_in_mode_[mode]; }
+  // dwcp_v3_amst_throughput_bytes_per_second{transport="tcp",mode}: page data per second
+  // with peers whose link is in `mode`.
+  prometheus::Gauge& amst_throughput(int mode) { return *amst_throughput_[mode]; }
+  // dwcp_v3_amst_stream_saturation_ratio{transport="tcp"}.
+  prometheus::Gauge& stream_saturation() { return *stream_saturation_; }
 
   // dwcp_v3_api_requests_total{code}: HTTP API requests by status code.
   void CountApiRequest(int http_status);
@@ -141,7 +146,6 @@ class Metrics {
   prometheus::Histogram& commit_latency;  // dwcp_v3_component_latency_seconds{acp,commit}
   prometheus::Histogram& store_latency;   // dwcp_v3_acp_store_latency_seconds
   prometheus::Gauge& throughput;          // dwcp_v3_throughput_bytes_per_second{transport="tcp"}
-  prometheus::Gauge& amst_throughput;     // dwcp_v3_amst_throughput_bytes_per_second{transport}
   prometheus::Gauge& amst_streams;        // dwcp_v3_amst_active_streams{transport="tcp"}
   prometheus::Gauge& active_connections;  // dwcp_v3_active_connections
   prometheus::Gauge& migrations_out;      // dwcp_v3_active_migrations{direction="outgoing"}
@@ -164,6 +168,8 @@ class Metrics {
   std::array<prometheus::Histogram*, kComponentCount> latency_{};
   std::array<prometheus::Counter*, 3> mode_switches_{};
   std::array<prometheus::Gauge*, 3> links_in_mode_{};
+  std::array<prometheus::Gauge*, 3> amst_throughput_{};
+  prometheus::Gauge* stream_saturation_ = nullptr;
   prometheus::Family<prometheus::Gauge>* health_family_;
   std::array<std::atomic<prometheus::Gauge*>, kComponentCount> health_{};
   mutable std::mutex collectables_mu_;

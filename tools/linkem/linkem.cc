@@ -16,7 +16,9 @@
 #include <cstdio>
 #include <cstring>
 #include <fstream>
+#include <functional>
 #include <optional>
+#include <sstream>
 #include <string>
 #include <vector>
 
@@ -56,6 +58,7 @@ struct Flags {
   size_t max_packets = 65536;
   std::string duration = "10m";
   std::string ready_file;
+  std::string link_file;
 };
 
 struct Options {
@@ -66,6 +69,7 @@ struct Options {
   size_t max_packets = 0;
   int64_t duration_ns = 0;
   std::string ready_file;
+  std::string link_file;
 };
 
 Status CheckName(const std::string& flag, const std::string& name, size_t max_len) {
@@ -187,6 +191,54 @@ Result<Options> Validate(const Flags& f) {
   }
   o.duration_ns = *ms * kNanosPerMilli;
   o.ready_file = f.ready_file;
+  o.link_file = f.link_file;
+  return o;
+}
+
+// The link settings, the only flags a --link-file may hold.
+void AddLinkOptions(CLI::App& app, Flags& f) {
+  app.add_option("--delay", f.delay, "One-way delay, both directions");
+  app.add_option("--jitter", f.jitter, "Delay varies uniformly by +- this much");
+  app.add_option("--rate", f.rate, "Bottleneck rate of IP packets: 100Mbit, 1Gbit, 12MB/s");
+  app.add_option("--loss", f.loss, "Independent random loss per packet, e.g. 0.1%");
+  app.add_option("--queue", f.queue,
+                 "Bottleneck queue limit (drop-tail); default 100ms at the rate, >= 24000 B");
+  for (auto [name, ab, ba] : {std::tuple{"delay", &f.delay_ab, &f.delay_ba},
+                              {"jitter", &f.jitter_ab, &f.jitter_ba},
+                              {"rate", &f.rate_ab, &f.rate_ba},
+                              {"loss", &f.loss_ab, &f.loss_ba},
+                              {"queue", &f.queue_ab, &f.queue_ba}}) {
+    app.add_option(std::string("--") + name + "-ab", *ab,
+                   std::string("--") + name + " for A to B only");
+    app.add_option(std::string("--") + name + "-ba", *ba,
+                   std::string("--") + name + " for B to A only");
+  }
+  app.add_flag("--reorder", f.reorder,
+               "Let jitter reorder packets (default: delivery keeps arrival order)");
+}
+
+// The options of the command line `base` with the link settings of `base.link_file` on top.
+// InvalidArgument naming the file for an unreadable file, a flag that is not a link setting,
+// or a bad value.
+Result<Options> LoadLinkFile(const Flags& base) {
+  std::ifstream in(base.link_file);
+  if (!in) return Status(InvalidArgument("--link-file: cannot read " + base.link_file));
+  std::stringstream text;
+  text << in.rdbuf();
+  std::vector<std::string> words = SplitLinkFileWords(text.str());
+  std::reverse(words.begin(), words.end());  // CLI11 takes a vector in reverse order
+  Flags f = base;
+  CLI::App app("link settings", "linkem");
+  AddLinkOptions(app, f);
+  try {
+    app.parse(words);
+  } catch (const CLI::ParseError& e) {
+    return Status(InvalidArgument("--link-file " + base.link_file + ": " + e.what()));
+  }
+  auto o = Validate(f);
+  if (!o.ok()) {
+    return Status(InvalidArgument("--link-file " + base.link_file + ": " + o.status().message()));
+  }
   return o;
 }
 
@@ -240,8 +292,10 @@ Status Drain(Lane& lane, std::vector<uint8_t>& buf) {
 
 enum class Stop { kDuration, kSignal };
 
-// Forwards until `end_ns` or a signal on `signal_fd`. Internal on an epoll or TUN error.
-Result<Stop> Forward(Lane& ab, Lane& ba, int signal_fd, int64_t end_ns) {
+// Forwards until `end_ns` or a signal on `signal_fd`; a SIGHUP calls `on_hup` instead of
+// stopping when one is given. Internal on an epoll or TUN error.
+Result<Stop> Forward(Lane& ab, Lane& ba, int signal_fd, int64_t end_ns,
+                     const std::function<void()>& on_hup) {
   int ep = epoll_create1(EPOLL_CLOEXEC);
   if (ep < 0) return Status(Internal(std::string("epoll_create1: ") + std::strerror(errno)));
   struct Closer {
@@ -276,19 +330,35 @@ Result<Stop> Forward(Lane& ab, Lane& ba, int signal_fd, int64_t end_ns) {
     }
     for (int i = 0; i < n; ++i) {
       uint32_t tag = events[i].data.u32;
-      if (tag == 2) return Stop::kSignal;
+      if (tag == 2) {
+        signalfd_siginfo info;
+        bool stop = false, hup = false;
+        while (read(signal_fd, &info, sizeof info) == static_cast<ssize_t>(sizeof info)) {
+          (info.ssi_signo == SIGHUP && on_hup ? hup : stop) = true;
+        }
+        if (stop) return Stop::kSignal;
+        if (hup) on_hup();
+        continue;
+      }
       DWCP_RETURN_IF_ERROR(Drain(*lanes[tag], buf));
     }
   }
 }
 
-Status WriteReadyFile(const std::string& path, const Options& o) {
+// Link-file reloads so far: applied, and refused (the settings stayed as they were).
+struct Reloads {
+  uint64_t ok = 0;
+  uint64_t errors = 0;
+};
+
+Status WriteReadyFile(const std::string& path, const Options& o, const Reloads& reloads) {
   std::string tmp = path + ".tmp";
   {
     std::ofstream out(tmp, std::ios::trunc);
     out << "{\"pid\":" << getpid() << ",\"ns_a\":\"" << o.a.ns << "\",\"ns_b\":\"" << o.b.ns
         << "\",\"addr_a\":\"" << o.a.addr << "\",\"addr_b\":\"" << o.b.addr << "\",\"dev\":\""
-        << o.a.dev << "\"}\n";
+        << o.a.dev << "\",\"reloads\":" << reloads.ok << ",\"reload_errors\":" << reloads.errors
+        << "}\n";
     if (!out.flush()) return Internal("cannot write " + tmp);
   }
   if (std::rename(tmp.c_str(), path.c_str()) != 0) {
@@ -302,7 +372,8 @@ const char* kDescription =
     "each, and forwards IP packets between them applying one-way delay, jitter, a bottleneck\n"
     "rate (serialization model with a drop-tail queue) and random loss per direction.\n"
     "The --delay/--jitter/--rate/--loss/--queue flags set both directions; the -ab (A to B)\n"
-    "and -ba (B to A) variants override one direction. Stops after --duration or on\n"
+    "and -ba (B to A) variants override one direction. With --link-file, SIGHUP re-reads\n"
+    "the link settings from that file while running. Stops after --duration or on\n"
     "SIGINT/SIGTERM, deletes the namespaces it created, and prints one JSON line of stats.\n"
     "Needs root. Exit status: 0 done, 1 setup or runtime error, 2 bad flags.";
 
@@ -312,6 +383,7 @@ const char* kFooter =
     "         --duration 600s --ready-file /tmp/linkem.ready &\n"
     "  ip netns exec dwcp-a ping -c 5 10.250.0.2      # RTT about 50 ms\n"
     "  linkem --delay 40ms --rate-ab 100Mbit --rate-ba 10Mbit --duration 2m   # asymmetric\n"
+    "  echo '--delay 25ms' > /tmp/link; linkem --link-file /tmp/link & ...; kill -HUP $!\n"
     "Units: times in us/ms/s/m (bare number = ms); rates like 100Mbit, 1Gbit, 10Mbps, 12MB/s\n"
     "(bytes); loss needs a % sign; --queue takes a size (512KiB) or a time at the rate (50ms).";
 
@@ -336,30 +408,16 @@ int Main(int argc, char** argv) {
   app.add_option("--addr-b", f.addr_b, "Address/prefix of B's TUN device");
   app.add_option("--dev", f.dev, "TUN device name in both namespaces");
   app.add_option("--mtu", f.mtu, "MTU of both TUN devices");
-  app.add_option("--delay", f.delay, "One-way delay, both directions");
-  app.add_option("--jitter", f.jitter, "Delay varies uniformly by +- this much");
-  app.add_option("--rate", f.rate, "Bottleneck rate of IP packets: 100Mbit, 1Gbit, 12MB/s");
-  app.add_option("--loss", f.loss, "Independent random loss per packet, e.g. 0.1%");
-  app.add_option("--queue", f.queue,
-                 "Bottleneck queue limit (drop-tail); default 100ms at the rate, >= 24000 B");
-  for (auto [name, ab, ba] : {std::tuple{"delay", &f.delay_ab, &f.delay_ba},
-                              {"jitter", &f.jitter_ab, &f.jitter_ba},
-                              {"rate", &f.rate_ab, &f.rate_ba},
-                              {"loss", &f.loss_ab, &f.loss_ba},
-                              {"queue", &f.queue_ab, &f.queue_ba}}) {
-    app.add_option(std::string("--") + name + "-ab", *ab,
-                   std::string("--") + name + " for A to B only");
-    app.add_option(std::string("--") + name + "-ba", *ba,
-                   std::string("--") + name + " for B to A only");
-  }
-  app.add_flag("--reorder", f.reorder,
-               "Let jitter reorder packets (default: delivery keeps arrival order)");
+  AddLinkOptions(app, f);
   app.add_option("--seed", f.seed, "Seed of the loss and jitter draws (B to A uses seed+1)");
   app.add_option("--max-packets", f.max_packets,
                  "Packets held in flight per direction before dropping (drop_overflow)");
   app.add_option("--duration", f.duration, "Stop after this long (1ms to 24h)");
   app.add_option("--ready-file", f.ready_file,
                  "Write a JSON line here once the link is up; removed on exit");
+  app.add_option("--link-file", f.link_file,
+                 "Link settings (--delay, --rate, ... as on this command line) read at start "
+                 "and again on each SIGHUP, on top of the command line's");
   try {
     app.parse(argc, argv);
   } catch (const CLI::CallForHelp& e) {
@@ -368,7 +426,7 @@ int Main(int argc, char** argv) {
     std::fprintf(stderr, "linkem: %s\nRun linkem --help for usage.\n", e.what());
     return kExitUsage;
   }
-  auto options = Validate(f);
+  auto options = f.link_file.empty() ? Validate(f) : LoadLinkFile(f);
   if (!options.ok()) {
     std::fprintf(stderr, "linkem: %s\nRun linkem --help for usage.\n",
                  options.status().message().c_str());
@@ -390,10 +448,35 @@ int Main(int argc, char** argv) {
   int exit_code = kExitOk;
   const char* stop = "error";
   Lane ab(-1, -1, o.ab, o.seed, o.max_packets), ba(-1, -1, o.ba, o.seed + 1, o.max_packets);
+  Reloads reloads;
+  // SIGHUP with --link-file: re-read it and apply it to both directions, or keep the
+  // current settings if it is bad. The ready file's counts tell a waiting script.
+  std::function<void()> on_hup;
+  if (!o.link_file.empty()) {
+    on_hup = [&] {
+      auto next = LoadLinkFile(f);
+      if (next.ok()) {
+        ab.scheduler.Reconfigure(next->ab);
+        ba.scheduler.Reconfigure(next->ba);
+        ++reloads.ok;
+        std::fprintf(stderr, "linkem: reloaded %s\nlinkem: A->B %s\nlinkem: B->A %s\n",
+                     o.link_file.c_str(), DescribeConfig(next->ab).c_str(),
+                     DescribeConfig(next->ba).c_str());
+      } else {
+        ++reloads.errors;
+        std::fprintf(stderr, "linkem: %s; keeping the current settings\n",
+                     next.status().message().c_str());
+      }
+      if (!o.ready_file.empty()) {
+        Status st = WriteReadyFile(o.ready_file, o, reloads);
+        if (!st.ok()) std::fprintf(stderr, "linkem: %s\n", st.ToString().c_str());
+      }
+    };
+  }
   {
     NetnsLink link(o.a, o.b, o.use_existing);
     Status st = link.Setup();
-    if (st.ok() && !o.ready_file.empty()) st = WriteReadyFile(o.ready_file, o);
+    if (st.ok() && !o.ready_file.empty()) st = WriteReadyFile(o.ready_file, o, reloads);
     if (st.ok()) {
       std::fprintf(stderr, "linkem: %s (%s) <-> %s (%s) on %s, mtu %d, for %.3f s\n",
                    o.a.ns.c_str(), o.a.addr.c_str(), o.b.ns.c_str(), o.b.addr.c_str(),
@@ -402,7 +485,7 @@ int Main(int argc, char** argv) {
                    DescribeConfig(o.ba).c_str());
       ab.in_fd = ba.out_fd = link.fd_a();
       ba.in_fd = ab.out_fd = link.fd_b();
-      auto result = Forward(ab, ba, signal_fd, NowNs() + o.duration_ns);
+      auto result = Forward(ab, ba, signal_fd, NowNs() + o.duration_ns, on_hup);
       if (result.ok()) {
         stop = *result == Stop::kDuration ? "duration" : "signal";
       } else {
@@ -424,9 +507,10 @@ int Main(int argc, char** argv) {
   ba.stats.in_flight_at_exit = ba.line.size();
   std::printf(
       "{\"linkem\":{\"stop\":\"%s\",\"elapsed_s\":%.3f,\"ns_a\":\"%s\",\"ns_b\":\"%s\","
-      "\"a_to_b\":%s,\"b_to_a\":%s}}\n",
-      stop, (NowNs() - start_ns) / 1e9, o.a.ns.c_str(), o.b.ns.c_str(), ab.stats.ToJson().c_str(),
-      ba.stats.ToJson().c_str());
+      "\"reloads\":%llu,\"reload_errors\":%llu,\"a_to_b\":%s,\"b_to_a\":%s}}\n",
+      stop, (NowNs() - start_ns) / 1e9, o.a.ns.c_str(), o.b.ns.c_str(),
+      static_cast<unsigned long long>(reloads.ok), static_cast<unsigned long long>(reloads.errors),
+      ab.stats.ToJson().c_str(), ba.stats.ToJson().c_str());
   std::fflush(stdout);
   close(signal_fd);
   return exit_code;

@@ -151,6 +151,27 @@ std::string DescribeConfig(const LinkConfig& c) {
   return buf;
 }
 
+std::vector<std::string> SplitLinkFileWords(std::string_view text) {
+  std::vector<std::string> words;
+  std::string word;
+  bool comment = false;
+  for (char c : text) {
+    if (comment) {
+      comment = c != '\n';
+      continue;
+    }
+    if (c == '#' || std::isspace(static_cast<unsigned char>(c))) {
+      if (!word.empty()) words.push_back(std::move(word));
+      word.clear();
+      comment = c == '#';
+      continue;
+    }
+    word.push_back(c);
+  }
+  if (!word.empty()) words.push_back(std::move(word));
+  return words;
+}
+
 Rng::Rng(uint64_t seed) {
   for (uint64_t& s : s_) s = SplitMix64(seed);
 }
@@ -199,6 +220,14 @@ LinkScheduler::LinkScheduler(const LinkConfig& config, uint64_t seed)
 uint64_t LinkScheduler::BacklogBytes(int64_t now_ns) const {
   if (config_.rate_bytes_per_s == 0) return 0;
   return SerializationBytes(config_.rate_bytes_per_s, link_free_at_ns_ - now_ns);
+}
+
+void LinkScheduler::Reconfigure(const LinkConfig& config) {
+  if ((config.rate_bytes_per_s == 0) != (config_.rate_bytes_per_s == 0)) link_free_at_ns_ = 0;
+  if (config.rate_bytes_per_s != config_.rate_bytes_per_s) carry_ = 0;  // carry < old rate
+  config_ = config;
+  queue_limit_ = config.queue_limit_bytes ? config.queue_limit_bytes
+                                          : DefaultQueueLimit(config.rate_bytes_per_s);
 }
 
 LinkScheduler::Decision LinkScheduler::Admit(int64_t now_ns, uint32_t bytes,

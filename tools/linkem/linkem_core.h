@@ -51,6 +51,11 @@ Result<uint64_t> ParseQueueLimit(std::string_view text, uint64_t rate_bytes_per_
 // "25.000 ms", "1.000 Gbit/s", "0.100 %": for the startup banner.
 std::string DescribeConfig(const LinkConfig& config);
 
+// Splits the text of a --link-file into command-line words: any whitespace (newlines
+// included) separates words, and '#' starts a comment that runs to the end of its line.
+// There is no quoting: no link setting contains a space.
+std::vector<std::string> SplitLinkFileWords(std::string_view text);
+
 // A small deterministic generator (xoshiro256**, seeded by splitmix64) whose sequence is the
 // same on every platform and standard library, so a seed reproduces a run exactly.
 class Rng {
@@ -109,6 +114,14 @@ class LinkScheduler {
 
   // Bytes waiting for or in serialization at `now_ns` (0 with an unlimited rate).
   uint64_t BacklogBytes(int64_t now_ns) const;
+
+  // Applies `config` to every packet admitted from now on (linkem's --link-file reload).
+  // Packets already admitted keep their delivery times. The bottleneck's current backlog
+  // is kept when both rates are limited: new packets start serializing, at the new rate,
+  // once it has drained. Without allow_reorder, delivery order still equals arrival order,
+  // so after a delay decrease new packets wait for those admitted under the longer delay.
+  // The loss/jitter random sequence continues.
+  void Reconfigure(const LinkConfig& config);
 
   const LinkConfig& config() const { return config_; }
   uint64_t queue_limit_bytes() const { return queue_limit_; }

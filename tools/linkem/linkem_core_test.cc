@@ -243,6 +243,71 @@ TEST(LinkemSchedulerTest, JitterKeepsOrderUnlessReorderingIsAllowed) {
   }
 }
 
+TEST(LinkemReconfigureTest, NewDelayAppliesToLaterPacketsOnly) {
+  LinkScheduler s({}, 1);
+  DirectionStats stats;
+  EXPECT_EQ(s.Admit(0, 1500, stats).deliver_at_ns, 0);
+  s.Reconfigure({.delay_ns = 25 * kMs});
+  EXPECT_EQ(s.config().delay_ns, 25 * kMs);
+  EXPECT_EQ(s.Admit(1 * kMs, 1500, stats).deliver_at_ns, 26 * kMs);
+  EXPECT_EQ(s.Admit(2 * kMs, 1500, stats).deliver_at_ns, 27 * kMs);
+}
+
+TEST(LinkemReconfigureTest, ShorterDelayKeepsOrderUnlessReorderingIsAllowed) {
+  LinkScheduler fifo({.delay_ns = 25 * kMs}, 1), reorder({.delay_ns = 25 * kMs}, 1);
+  DirectionStats stats;
+  EXPECT_EQ(fifo.Admit(0, 1500, stats).deliver_at_ns, 25 * kMs);
+  EXPECT_EQ(reorder.Admit(0, 1500, stats).deliver_at_ns, 25 * kMs);
+  fifo.Reconfigure({});
+  reorder.Reconfigure({.allow_reorder = true});
+  // Held behind the packet sent under the old delay, then back to no delay.
+  EXPECT_EQ(fifo.Admit(1 * kMs, 1500, stats).deliver_at_ns, 25 * kMs);
+  EXPECT_EQ(fifo.Admit(30 * kMs, 1500, stats).deliver_at_ns, 30 * kMs);
+  EXPECT_EQ(reorder.Admit(1 * kMs, 1500, stats).deliver_at_ns, 1 * kMs);
+}
+
+TEST(LinkemReconfigureTest, RateChangeServesTheBacklogFirstThenTheNewRate) {
+  LinkScheduler s({.rate_bytes_per_s = k100Mbit}, 1);  // 1500 B: 120 us
+  DirectionStats stats;
+  auto before = Offer(s, stats, 10, 1500, 0);  // busy until 1.2 ms
+  ASSERT_EQ(before.back(), 1200 * kUs);
+  s.Reconfigure({.rate_bytes_per_s = 10 * k100Mbit});  // 1500 B: 12 us
+  EXPECT_EQ(s.queue_limit_bytes(), 12'500'000u);       // the default limit follows the rate
+  EXPECT_EQ(s.Admit(0, 1500, stats).deliver_at_ns, 1212 * kUs);
+  EXPECT_EQ(s.Admit(0, 1500, stats).deliver_at_ns, 1224 * kUs);
+  // Unlimited: no serialization any more, but no overtaking either.
+  s.Reconfigure({});
+  EXPECT_EQ(s.BacklogBytes(0), 0u);
+  EXPECT_EQ(s.Admit(0, 1500, stats).deliver_at_ns, 1224 * kUs);
+  EXPECT_EQ(s.Admit(2 * kMs, 1500, stats).deliver_at_ns, 2 * kMs);
+  // And limited again: starts from an idle link.
+  s.Reconfigure({.rate_bytes_per_s = k100Mbit, .queue_limit_bytes = 3000});
+  EXPECT_EQ(s.queue_limit_bytes(), 3000u);
+  EXPECT_EQ(s.Admit(3 * kMs, 1500, stats).deliver_at_ns, 3 * kMs + 120 * kUs);
+  EXPECT_EQ(s.Admit(3 * kMs, 1500, stats).verdict, LinkScheduler::Verdict::kForward);
+  EXPECT_EQ(s.Admit(3 * kMs, 1500, stats).verdict, LinkScheduler::Verdict::kDropQueue);
+}
+
+TEST(LinkemReconfigureTest, LossCanBeSwitchedOnAndOff) {
+  LinkScheduler s({}, 1);
+  DirectionStats stats;
+  Offer(s, stats, 1000, 100, kUs);
+  s.Reconfigure({.loss = 1.0});
+  Offer(s, stats, 1000, 100, kUs);
+  s.Reconfigure({});
+  Offer(s, stats, 1000, 100, kUs);
+  EXPECT_EQ(stats.drop_loss, 1000u);
+}
+
+TEST(LinkemLinkFileTest, SplitsWordsAndDropsComments) {
+  EXPECT_EQ(SplitLinkFileWords("--delay 25ms\n\t--rate=1Gbit  # the WAN\n# all of it\n--loss 0%"),
+            (std::vector<std::string>{"--delay", "25ms", "--rate=1Gbit", "--loss", "0%"}));
+  EXPECT_EQ(SplitLinkFileWords("--delay 5ms#no space before the comment\n--jitter 1ms"),
+            (std::vector<std::string>{"--delay", "5ms", "--jitter", "1ms"}));
+  EXPECT_TRUE(SplitLinkFileWords("").empty());
+  EXPECT_TRUE(SplitLinkFileWords("  \n# only a comment").empty());
+}
+
 TEST(LinkemDelayLineTest, ReleasesInDeliveryOrderAndArrivalOrderOnTies) {
   DelayLine line(100);
   Rng rng(5);

@@ -368,6 +368,7 @@ TEST(LinkemCliTest, RejectsBadFlagsWithExitStatus2) {
       {"--duration 0", "--duration"},
       {"--mtu 100", "--mtu"},
       {"--no-such-flag", "no-such-flag"},
+      {"--link-file /nonexistent/linkem-link", "--link-file"},
   };
   for (const auto& c : cases) {
     std::string out = "/tmp/linkem_cli_" + std::to_string(getpid());
@@ -477,6 +478,80 @@ TEST_F(LinkemIntegrationTest, AsymmetricDelayLossAndSigterm) {
   const auto& ab = stats["linkem"]["a_to_b"];
   double lost = double(ab["drop_loss"].get<uint64_t>()) / ab["rx_packets"].get<uint64_t>();
   EXPECT_NEAR(lost, 0.01, 0.006);
+}
+
+// Reads the ready file's JSON (an empty object while it is missing or being replaced).
+nlohmann::json ReadyJson(const Linkem& linkem) {
+  auto j = nlohmann::json::parse(ReadFile(linkem.ready_file()), nullptr, false);
+  return j.is_object() ? j : nlohmann::json::object();
+}
+
+// Waits up to 5 s for the ready file's `key` to reach `value`.
+bool WaitReadyCount(const Linkem& linkem, const char* key, uint64_t value) {
+  auto start = Clock::now();
+  while (SecondsSince(start) < 5) {
+    if (ReadyJson(linkem).value(key, uint64_t{0}) == value) return true;
+    std::this_thread::sleep_for(10ms);
+  }
+  return false;
+}
+
+double AverageMs(const std::vector<double>& v) {
+  double sum = 0;
+  for (double x : v) sum += x;
+  return v.empty() ? 0 : sum / v.size();
+}
+
+// --link-file: SIGHUP re-reads the link settings while traffic flows; a bad file is refused
+// and the link keeps its settings; an empty file returns to the command line's link.
+TEST_F(LinkemIntegrationTest, LinkFileReloadsChangeTheRunningLink) {
+  std::string a = NsName("hup", 'a'), b = NsName("hup", 'b');
+  Linkem linkem(a, b);
+  linkem.Own(a);
+  linkem.Own(b);
+  std::string file = linkem.ready_file() + ".link";
+  auto write = [&](const std::string& text) {
+    std::ofstream(file + ".tmp") << text;
+    ASSERT_EQ(std::rename((file + ".tmp").c_str(), file.c_str()), 0);
+  };
+  write("# nothing yet\n");
+  linkem.Start({"--delay", "1ms", "--link-file", file, "--duration", "60s"});
+  ASSERT_TRUE(linkem.WaitReady()) << linkem.err();
+  EXPECT_EQ(ReadyJson(linkem).value("reloads", uint64_t{99}), 0u);
+  double before = AverageMs(Ping(a, kAddrB, 3));
+  EXPECT_GE(before, 1.9);
+  EXPECT_LT(before, 8);
+
+  write("--delay 20ms   # a WAN\n--jitter-ab=0\n");
+  linkem.Signal(SIGHUP);
+  ASSERT_TRUE(WaitReadyCount(linkem, "reloads", 1)) << linkem.err();
+  double wan = AverageMs(Ping(a, kAddrB, 3));
+  EXPECT_GE(wan, 39.9);
+  EXPECT_LT(wan, 48);
+
+  write("--delay 5ms --duration 1s\n");  // not a link setting: refused as a whole
+  linkem.Signal(SIGHUP);
+  ASSERT_TRUE(WaitReadyCount(linkem, "reload_errors", 1)) << linkem.err();
+  EXPECT_NE(linkem.err().find("--duration"), std::string::npos) << linkem.err();
+  EXPECT_GE(AverageMs(Ping(a, kAddrB, 3)), 39.9);
+
+  write("");
+  linkem.Signal(SIGHUP);
+  ASSERT_TRUE(WaitReadyCount(linkem, "reloads", 2)) << linkem.err();
+  double back = AverageMs(Ping(a, kAddrB, 3));
+  EXPECT_GE(back, 1.9);
+  EXPECT_LT(back, 8);
+
+  linkem.Signal(SIGTERM);
+  ASSERT_TRUE(linkem.WaitExit(5s));
+  EXPECT_EQ(linkem.exit_code(), 0) << linkem.err();
+  EXPECT_FALSE(NamespaceListed(a));
+  EXPECT_FALSE(NamespaceListed(b));
+  auto stats = linkem.Stats();
+  ASSERT_TRUE(stats.is_object());
+  EXPECT_EQ(stats["linkem"]["stop"], "signal");
+  EXPECT_EQ(stats["linkem"]["reloads"], 2);
+  EXPECT_EQ(stats["linkem"]["reload_errors"], 1);
 }
 
 // linkem refuses to take over a namespace it did not create (and leaves it alone), and with
