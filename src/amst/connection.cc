@@ -88,6 +88,12 @@ Connection::Connection(asio::ip::tcp::socket socket, obs::Metrics& metrics, uint
   // keeps a lossy long link full where loss-based control backs off.
   static constexpr char kBbr[] = "bbr";
   (void)setsockopt(socket_.native_handle(), IPPROTO_TCP, TCP_CONGESTION, kBbr, sizeof kBbr - 1);
+  // Keep little unsent data in the kernel: a write completes about when its bytes leave, so
+  // a stalled stream blocks its writer (and stops taking batches) instead of burying them
+  // in a deep send buffer while the other streams run ahead.
+  const int notsent_lowat = 256 << 10;
+  (void)setsockopt(socket_.native_handle(), IPPROTO_TCP, TCP_NOTSENT_LOWAT, &notsent_lowat,
+                   sizeof notsent_lowat);
   metrics_.active_connections.Increment();
   metrics_.amst_streams.Increment();
 }
@@ -193,6 +199,12 @@ LinkSample Connection::SampleLink() const {
     return s;
   }
   s.rtt_ms = info.base.tcpi_rtt / 1000.0;
+  // The path's RTT is the minimum seen: the smoothed RTT of a busy stream includes its own
+  // queueing, which would make a loaded LAN look like a WAN.
+  if (len >= offsetof(TcpInfoExtended, min_rtt) + sizeof(uint32_t) && info.min_rtt > 0 &&
+      info.min_rtt != ~0u) {
+    s.rtt_ms = info.min_rtt / 1000.0;
+  }
   if (len >= offsetof(TcpInfoExtended, delivery_rate) + sizeof(uint64_t)) {
     s.bandwidth_bytes_per_second = static_cast<double>(info.delivery_rate);
     if (info.segs_out > 0) {

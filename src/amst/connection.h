@@ -60,8 +60,8 @@ class Connection : public std::enable_shared_from_this<Connection> {
   // Closes the socket, failing any pending operation. Thread-safe.
   void Close();
 
-  // The kernel's view of the link (TCP_INFO): smoothed RTT, delivery rate, retransmitted
-  // share. Zeroes when the socket is closed.
+  // The kernel's view of the link (TCP_INFO): minimum RTT (smoothed when unknown), delivery
+  // rate, retransmitted share. Zeroes when the socket is closed.
   LinkSample SampleLink() const;
 
   uint64_t wire_bytes_sent() const { return wire_sent_; }

@@ -531,15 +531,23 @@ void ApiServer::AlertmanagerRollback(const httplib::Request& req, httplib::Respo
   SendJson(res, 200, *result);
 }
 
-void ApiServer::SetMigrationBandwidth(const httplib::Request& req, httplib::Response& res) {
+// The body of PUT .../bandwidth: {"bandwidth_limit": "50MB/s" | bytes_per_second}.
+Result<uint64_t> ReadBandwidthLimit(const httplib::Request& req) {
   auto body = ParseBody(req);
-  if (!body.ok()) return SendError(res, body.status());
-  uint64_t limit = 0;
+  if (!body.ok()) return body.status();
   if (!body->contains("bandwidth_limit")) {
-    return SendError(res, InvalidArgument("bandwidth_limit is required (0 = no cap)"));
+    return Status(InvalidArgument("bandwidth_limit is required (0 = no cap)"));
   }
+  uint64_t limit = 0;
   Status st = ReadAmount(*body, "bandwidth_limit", true, &limit);
-  if (!st.ok()) return SendError(res, st);
+  if (!st.ok()) return st;
+  return limit;
+}
+
+void ApiServer::SetMigrationBandwidth(const httplib::Request& req, httplib::Response& res) {
+  auto parsed = ReadBandwidthLimit(req);
+  if (!parsed.ok()) return SendError(res, parsed.status());
+  const uint64_t limit = *parsed;
   const std::string id = req.matches[1];
   auto m = node_.store().GetMigration(id);
   if (!m.ok()) {
@@ -548,7 +556,7 @@ void ApiServer::SetMigrationBandwidth(const httplib::Request& req, httplib::Resp
                               : m.status());
   }
   if (m->source_node != node_.config().node_id) return Forward(m->source_node, req, res);
-  st = node_.engine().SetMigrationBandwidthLimit(id, limit);
+  Status st = node_.engine().SetMigrationBandwidthLimit(id, limit);
   if (!st.ok()) {
     return SendError(res, st.code() == StatusCode::kNotFound
                               ? FailedPrecondition("migration " + id + " is " + m->phase +
@@ -559,14 +567,9 @@ void ApiServer::SetMigrationBandwidth(const httplib::Request& req, httplib::Resp
 }
 
 void ApiServer::SetNodeBandwidth(const httplib::Request& req, httplib::Response& res) {
-  auto body = ParseBody(req);
-  if (!body.ok()) return SendError(res, body.status());
-  uint64_t limit = 0;
-  if (!body->contains("bandwidth_limit")) {
-    return SendError(res, InvalidArgument("bandwidth_limit is required (0 = no cap)"));
-  }
-  Status st = ReadAmount(*body, "bandwidth_limit", true, &limit);
-  if (!st.ok()) return SendError(res, st);
+  auto parsed = ReadBandwidthLimit(req);
+  if (!parsed.ok()) return SendError(res, parsed.status());
+  const uint64_t limit = *parsed;
   const std::string id = req.matches[1];
   if (id != node_.config().node_id) return Forward(id, req, res);
   node_.engine().SetNodeBandwidthLimit(limit);

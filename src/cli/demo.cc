@@ -588,6 +588,10 @@ std::vector<std::string> DwcpdArgs(const std::string& dwcpd, const DemoNode& nod
           "127.0.0.1",
           "--tls",
           "false",
+          // Half the migrations v1, half v3: the rollout compares real migrations of both
+          // and decides GO / NO-GO (docs/rollout.md) for the dashboard's v1 vs v3 panel.
+          "--rollout-initial-stage",
+          "majority",
           "--data-dir",
           node.data_dir,
           "--store",

@@ -191,6 +191,7 @@ std::string RenderDemoProgressLine(const MigrationInfo& m, double fraction) {
 
 std::string RenderDemoResultLine(const MigrationInfo& m) {
   std::string line = m.id + " " + m.vm + " " + FormatRoute(m.source, m.destination) + "  ";
+  if (!m.protocol.empty()) line += m.protocol + "  ";
   line += ResultWord(m);
   line += "  " + std::to_string(m.round) + (m.round == 1 ? " round" : " rounds");
   line += "  " + FormatSeconds(m.total_seconds());

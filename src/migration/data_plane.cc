@@ -166,6 +166,7 @@ void OutgoingPages::RecordWritten(const Batch& b) {
   payload_written_ += payload;
   ctx_.metrics->bytes_sent.Increment(static_cast<double>(logical));
   std::lock_guard lock(mu_);
+  unwritten_.erase(b.seq);
   for (RoundTotals* t : {&round_, &total_}) {
     t->pages += b.pages;
     t->logical_bytes += logical;
@@ -199,11 +200,11 @@ awaitable<Status> OutgoingPages::Write(Stream& s, const Batch& b) {
   }
   const auto t0 = std::chrono::steady_clock::now();
   Status st = co_await s.conn->Send(amst::FrameType::kPages, payload, options_.io_timeout);
-  const auto busy = std::chrono::steady_clock::now() - t0;
-  if (ctx_.stream_busy_ns) {
-    *ctx_.stream_busy_ns +=
-        std::chrono::duration_cast<std::chrono::nanoseconds>(busy).count();
-  }
+  const auto busy = std::chrono::duration_cast<std::chrono::nanoseconds>(
+                        std::chrono::steady_clock::now() - t0)
+                        .count();
+  busy_ns_ += busy;
+  if (ctx_.stream_busy_ns) *ctx_.stream_busy_ns += busy;
   s.wire = s.conn->wire_bytes_sent();
   if (st.ok()) {
     ++s.batches;
@@ -262,6 +263,20 @@ awaitable<Status> OutgoingPages::SendRound(uint32_t round, const std::vector<uin
     auto [ec, unused] = co_await window_.async_receive(as_tuple(use_awaitable));
     if (Status e = error(); !e.ok()) co_return e;
     if (ec) co_return Aborted("data plane closed");
+    // Bound the reordering a stalled stream can cause (Options::max_reorder).
+    for (;;) {
+      {
+        std::lock_guard lock(mu_);
+        if (unwritten_.empty() || next_seq_ - *unwritten_.begin() < options_.max_reorder) {
+          unwritten_.insert(next_seq_);
+          break;
+        }
+      }
+      if (Status e = error(); !e.ok()) co_return e;
+      asio::steady_timer wait(co_await asio::this_coro::executor);
+      wait.expires_after(std::chrono::milliseconds(1));
+      co_await wait.async_wait(as_tuple(use_awaitable));
+    }
     const uint64_t n = std::min<uint64_t>(options_.batch_pages, total - i);
     auto batch = std::make_shared<Batch>();
     batch->round = round;

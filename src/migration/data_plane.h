@@ -24,6 +24,7 @@
 #include <functional>
 #include <memory>
 #include <mutex>
+#include <set>
 #include <vector>
 
 #include "amst/connection.h"
@@ -71,6 +72,10 @@ class OutgoingPages : public std::enable_shared_from_this<OutgoingPages> {
     hde::EncoderConfig hde;
     uint32_t batch_pages = 256;
     uint32_t window = 16;  // batches between planned and written, at most
+    // A batch is not planned while one `max_reorder` or more sequence numbers before it is
+    // still unwritten: a stalled stream must not let the others run so far ahead that the
+    // destination's reorder buffer (1024 batches) overflows.
+    uint32_t max_reorder = 256;
     std::chrono::milliseconds io_timeout{15000};
     std::shared_ptr<amst::TokenBucket> migration_bucket;  // the per-migration cap
   };
@@ -109,6 +114,8 @@ class OutgoingPages : public std::enable_shared_from_this<OutgoingPages> {
   uint64_t batches() const { return next_seq_; }
   uint64_t logical_bytes() const { return logical_written_.load(); }
   uint64_t payload_bytes() const { return payload_written_.load(); }
+  // Time the writers spent in writes (summed over streams).
+  uint64_t busy_ns() const { return busy_ns_.load(); }
   // Bytes on the additional streams, framing included (the primary's are its own count).
   uint64_t extra_wire_bytes() const;
   // The kernel's delivery-rate estimate summed over the open streams (0: unknown).
@@ -145,9 +152,10 @@ class OutgoingPages : public std::enable_shared_from_this<OutgoingPages> {
   bool finished_ = false;  // Finish() ran (the caller's coroutine only)
   std::atomic<uint32_t> streams_{0};
   std::atomic<uint32_t> started_writers_{0};
-  std::atomic<uint64_t> logical_written_{0}, payload_written_{0};
+  std::atomic<uint64_t> logical_written_{0}, payload_written_{0}, busy_ns_{0};
   mutable std::mutex mu_;  // below
   std::vector<std::shared_ptr<Stream>> all_streams_;
+  std::set<uint64_t> unwritten_;  // planned, not yet written
   Status error_;
   RoundTotals round_, total_;
 };

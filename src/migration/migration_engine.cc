@@ -725,14 +725,35 @@ awaitable<void> MigrationEngine::RunOutgoing(std::shared_ptr<Outgoing> m) {
     if (open > want && opening == 0) pages->RetireStream();
   };
   steer_streams();
-  // The link rate the codec choice assumes: the kernel's delivery-rate estimate over the
-  // open streams, within the bandwidth caps (PBA's forecast replaces it when it exists).
+  // The link rate the codec choice assumes (PBA's forecast replaces this when it exists).
+  // The kernel's delivery rate only measures the link while the streams are busy: when the
+  // writers wait for batches, the encoder is the bottleneck and the measurement is just our
+  // own output rate, and believing it would make HDE squeeze harder and run slower still.
+  // So: trust the measurement when the writers were busy most of the last interval, else
+  // raise the estimate (x1.5 per interval) until they are. Capped by the bandwidth caps.
+  double link_estimate = 0;
+  uint64_t last_busy_ns = 0;
+  SteadyTime last_estimate_at = clock_.Now();
   auto link_rate = [&]() -> double {
-    double rate = pages->LinkBandwidth();
+    const SteadyTime now = clock_.Now();
+    const double interval = Seconds(now - last_estimate_at);
+    const uint64_t busy = pages->busy_ns();
+    const double saturation =
+        interval > 0 ? (busy - last_busy_ns) / 1e9 / interval / std::max(1u, pages->streams())
+                     : 0;
+    last_busy_ns = busy;
+    last_estimate_at = now;
+    const double measured = pages->LinkBandwidth();
+    if (link_estimate <= 0 || saturation >= 0.8) {
+      link_estimate = measured > 0 ? measured : 0;
+    } else {
+      link_estimate = std::max(measured, link_estimate * 1.5);
+    }
+    double rate = link_estimate;
     for (uint64_t cap : {m->bucket->rate(), node_bucket_.rate()}) {
       if (cap > 0 && (rate <= 0 || rate > static_cast<double>(cap))) rate = static_cast<double>(cap);
     }
-    return rate;
+    return rate;  // <= 0: the encoder's configured default
   };
   double current_link_rate = link_rate();
   uint64_t batches_in_round = 0;

@@ -1,5 +1,7 @@
 #include "obs/metrics.h"
 
+#include <tuple>
+
 #include <cassert>
 #include <cstdlib>
 
@@ -269,6 +271,22 @@ Metrics::Metrics(std::shared_ptr<prometheus::Registry> r)
                         .Name("dwcp_v3_errors_total")
                         .Help("Errors by component, type and severity")
                         .Register(*registry_);
+  // The errors an SRE alerts on exist at 0 from the start: a series born at its first error
+  // would hide that error from rate() and increase() (it has no earlier sample).
+  for (const auto& [component, type, severity] :
+       std::initializer_list<std::tuple<const char*, const char*, const char*>>{
+           {"amst", "protocol", "critical"},
+           {"amst", "tls", "critical"},
+           {"amst", "unavailable", "critical"},
+           {"amst", "deadline_exceeded", "critical"},
+           {"amst", "aborted", "warning"},
+           {"hde", "digest_mismatch", "critical"},
+           {"hde", "data_loss", "critical"},
+           {"acp", "fenced", "critical"},
+           {"acp", "failed_precondition", "critical"},
+       }) {
+    errors_family_->Add({{"component", component}, {"error_type", type}, {"severity", severity}});
+  }
   api_family_ = &BuildCounter()
                      .Name("dwcp_v3_api_requests_total")
                      .Help("HTTP API requests by status code")

@@ -126,7 +126,8 @@ TEST(DemoTest, DwcpdCommandLine) {
   EXPECT_EQ(args, (std::vector<std::string>{
                       "/bin/dwcpd", "--node-id", "node-a", "--region", "local", "--api-listen",
                       "127.0.0.1:8080", "--data-listen", "127.0.0.1:7070", "--pprof-listen",
-                      "127.0.0.1:6060", "--advertise-host", "127.0.0.1", "--tls", "false", "--data-dir",
+                      "127.0.0.1:6060", "--advertise-host", "127.0.0.1", "--tls", "false",
+                      "--rollout-initial-stage", "majority", "--data-dir",
                       ".demo/node-a", "--store", ".demo/state.db"}));
 }
 

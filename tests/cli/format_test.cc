@@ -133,8 +133,9 @@ TEST(FormatTest, DemoLines) {
   m.bytes_transferred = 256ull << 20;
   m.network_bytes = 207'731'015;  // 198.11 MiB
   EXPECT_EQ(RenderDemoResultLine(m),
-            "mig-1 vm-2 node-a \u2192 node-c  ok  3 rounds  1.42 s  downtime 12 ms  256.00 MiB "
+            "mig-1 vm-2 node-a \u2192 node-c  v3  ok  3 rounds  1.42 s  downtime 12 ms  256.00 MiB "
             "moved  198.11 MiB on wire");
+  m.protocol.clear();
   m.phase = "aborted";
   m.result = "aborted";
   m.round = 1;

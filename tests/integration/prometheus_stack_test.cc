@@ -208,9 +208,9 @@ std::set<std::string> MetricNames(const std::string& expr) {
                          R"(\b\d+(\.\d+)?([eE][+-]?\d+)?\b)"}) {
     e = std::regex_replace(e, std::regex(re), " ");
   }
-  static const std::set<std::string> words = {"by", "without", "on", "ignoring", "group_left",
-                                              "group_right", "and", "or", "unless", "offset",
-                                              "bool", "inf", "nan", "le"};
+  static const std::set<std::string> words = {
+      "by", "without", "on",     "ignoring", "group_left", "group_right", "and",
+      "or", "unless",  "offset", "bool",     "inf",        "nan",         "le"};
   std::set<std::string> names;
   std::regex ident(R"([A-Za-z_:][A-Za-z0-9_:]*)");
   for (auto it = std::sregex_iterator(e.begin(), e.end(), ident); it != std::sregex_iterator();
@@ -332,11 +332,12 @@ TEST_F(PrometheusStackTest, GuideAndDashboardQueriesAnswerAndAlertsReachTheirRec
   WriteFile(dir / "dwcp.yaml", Emit(config));
   const uint16_t no_collector = FreePort();
   auto node_flags = [&](const std::string& region) {
-    return std::vector<std::string>{"--config",        (dir / "dwcp.yaml").string(),
-                                    "--region",        region,
-                                    "--advertise-host", "127.0.0.1",
-                                    "--log-file",      "",
-                                    "--otlp-endpoint", "127.0.0.1:" + std::to_string(no_collector)};
+    return std::vector<std::string>{
+        "--config",         (dir / "dwcp.yaml").string(),
+        "--region",         region,
+        "--advertise-host", "127.0.0.1",
+        "--log-file",       "",
+        "--otlp-endpoint",  "127.0.0.1:" + std::to_string(no_collector)};
   };
   cluster.StartNode("node-a", node_flags("eu-west"));
   cluster.StartNode("node-b", node_flags("eu-west"));
@@ -365,11 +366,11 @@ TEST_F(PrometheusStackTest, GuideAndDashboardQueriesAnswerAndAlertsReachTheirRec
     }
     WriteFile(dir / "am/alertmanager.yml", Emit(am));
   }
-  Process am_process({alertmanager_, "--config.file=" + (dir / "am/alertmanager.yml").string(),
-                      "--storage.path=" + (dir / "am/data").string(),
-                      "--web.listen-address=127.0.0.1:" + std::to_string(am_port),
-                      "--cluster.listen-address="},
-                     (dir / "alertmanager.log").string());
+  Process am_process(
+      {alertmanager_, "--config.file=" + (dir / "am/alertmanager.yml").string(),
+       "--storage.path=" + (dir / "am/data").string(),
+       "--web.listen-address=127.0.0.1:" + std::to_string(am_port), "--cluster.listen-address="},
+      (dir / "alertmanager.log").string());
   ASSERT_TRUE(WaitReady(am_port, "/-/ready", 30)) << am_process.Log();
 
   // --- Prometheus with the shipped scrape config and rules, every second: scrape and rule
@@ -522,19 +523,28 @@ TEST_F(PrometheusStackTest, GuideAndDashboardQueriesAnswerAndAlertsReachTheirRec
     std::cout << "[ skipped ] " << where << ": " << metric << " is not exported yet\n";
   }
   std::cout << "[ queries ] " << queries.size() - skipped.size() << " of " << queries.size()
-            << " answered with series (" << guide_count << " from the guide), "
-            << skipped.size() << " skipped on pending metrics\n";
+            << " answered with series (" << guide_count << " from the guide), " << skipped.size()
+            << " skipped on pending metrics\n";
 
-  // --- The dashboards' $component variable (guide 6.4) lists every component of this build.
-  // ($region reads dwcp_v3_rollout_progress_percent, pending like the rollout panels.)
-  {
+  // --- The dashboards' variables (guide 6.4): $component lists every component of this
+  // build, $region both regions (once the rollout metric it reads is exported).
+  auto label_values = [&](const std::string& label, const std::string& metric) {
     httplib::Client c("127.0.0.1", prom_port);
-    auto r = c.Get("/api/v1/label/component/values?match%5B%5D=dwcp_v3_component_health");
-    ASSERT_TRUE(r);
-    json values = json::parse(r->body)["data"];
-    for (const char* comp : {"acp", "amst", "hde"}) {
-      EXPECT_NE(std::find(values.begin(), values.end(), comp), values.end())
-          << comp << " missing from label_values(dwcp_v3_component_health, component): " << r->body;
+    auto r = c.Get("/api/v1/label/" + label + "/values?match%5B%5D=" + metric);
+    return r ? json::parse(r->body, nullptr, false).value("data", json::array()) : json::array();
+  };
+  json components = label_values("component", "dwcp_v3_component_health");
+  for (const char* comp : {"acp", "amst", "hde"}) {
+    EXPECT_NE(std::find(components.begin(), components.end(), comp), components.end())
+        << comp
+        << " missing from label_values(dwcp_v3_component_health, component): " << components.dump();
+  }
+  if (catalogue.at("dwcp_v3_rollout_progress_percent").status == "exported") {
+    json regions = label_values("region", "dwcp_v3_rollout_progress_percent");
+    for (const char* region : {"eu-west", "us-east"}) {
+      EXPECT_NE(std::find(regions.begin(), regions.end(), region), regions.end())
+          << region << " missing from label_values(dwcp_v3_rollout_progress_percent, region): "
+          << regions.dump();
     }
   }
 
@@ -570,8 +580,8 @@ TEST_F(PrometheusStackTest, GuideAndDashboardQueriesAnswerAndAlertsReachTheirRec
   // --- The fault fired its alert, and Alertmanager sent it to on call's Slack channel.
   auto page = slack.WaitFor("DwcpV3CriticalError", 60);
   ASSERT_TRUE(page.has_value()) << "Slack got:\n"
-                                << slack.Dump() << "\nalerts: "
-                                << HttpGet(prom_port, "/api/v1/alerts").text << "\n"
+                                << slack.Dump()
+                                << "\nalerts: " << HttpGet(prom_port, "/api/v1/alerts").text << "\n"
                                 << am_process.Log();
   json message = json::parse(page->body);
   EXPECT_EQ(page->path, "/slack");

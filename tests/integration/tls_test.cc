@@ -21,7 +21,10 @@ TEST(TlsIntegrationTest, NodesWithTheClusterCaMigrateAndOthersAreRefused) {
   ASSERT_EQ(std::system((make + certs + " node-a node-b > /dev/null").c_str()), 0);
   ASSERT_EQ(std::system((make + rogue + " node-c > /dev/null").c_str()), 0);  // another CA
 
-  c.StartNode("node-a", TlsFlags(certs, "node-a"));
+  // node-a sends over three streams: every one of them runs its own TLS handshake.
+  auto a_flags = TlsFlags(certs, "node-a");
+  a_flags.insert(a_flags.end(), {"--streams", "3"});
+  c.StartNode("node-a", a_flags);
   c.StartNode("node-b", TlsFlags(certs, "node-b"));
   c.StartNode("node-c", TlsFlags(rogue, "node-c"));
   uint16_t a = c.node("node-a").api_port;
@@ -33,6 +36,13 @@ TEST(TlsIntegrationTest, NodesWithTheClusterCaMigrateAndOthersAreRefused) {
   auto done = c.WaitForMigration("node-a", ok.body["id"]);
   EXPECT_EQ(done["result"], "success") << done.dump();
   EXPECT_EQ(done["source_digest"], done["dest_digest"]);
+  const std::string b_log = c.ReadLog("node-b");
+  size_t joined = 0;
+  for (size_t at = b_log.find("data stream joined"); at != std::string::npos;
+       at = b_log.find("data stream joined", at + 1)) {
+    ++joined;
+  }
+  EXPECT_EQ(joined, 2u);
 
   // node-c's certificate is not from the cluster's CA: node-b refuses it, and counts it.
   ASSERT_EQ(HttpPost(c.node("node-c").api_port, "/api/v1/vms", {{"id", "vm-2"}, {"memory", "16MiB"}})
