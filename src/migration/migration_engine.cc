@@ -188,6 +188,7 @@ MigrationEngine::MigrationEngine(EngineConfig config, acp::StateStore& store, vm
       tracer_(tracer),
       pool_(WorkerThreads(config_.worker_threads)),
       hde_stats_(metrics),
+      pba_(metrics),
       node_bucket_(config_.node_bandwidth_limit) {
   config_.hde.compress_threads = WorkerThreads(config_.worker_threads);
   if (config_.batch_window == 0) config_.batch_window = 1;
@@ -237,6 +238,7 @@ std::array<uint64_t, 3> MigrationEngine::bytes_by_mode() const {
 }
 
 double MigrationEngine::PeerBandwidthHint(const std::string& peer) {
+  if (double forecast = pba_.Forecast(peer); forecast > 0) return forecast;
   std::lock_guard lock(links_mu_);
   auto it = link_bandwidth_.find(peer);
   return it == link_bandwidth_.end() ? 0 : it->second;
@@ -725,13 +727,14 @@ awaitable<void> MigrationEngine::RunOutgoing(std::shared_ptr<Outgoing> m) {
     if (open > want && opening == 0) pages->RetireStream();
   };
   steer_streams();
-  // The link rate the codec choice assumes (PBA's forecast replaces this when it exists).
-  // The kernel's delivery rate only measures the link while the streams are busy: when the
+  // The link rate the codec choice assumes. The kernel's delivery rate only measures the link while the streams are busy: when the
   // writers wait for batches, the encoder is the bottleneck and the measurement is just our
   // own output rate, and believing it would make HDE squeeze harder and run slower still.
-  // So: trust the measurement when the writers were busy most of the last interval, else
-  // raise the estimate (x1.5 per interval) until they are. Capped by the bandwidth caps.
-  double link_estimate = 0;
+  // So: start from PBA's forecast for the peer (or, with none, the encoder's optimistic
+  // default), trust a measurement only when the writers were busy most of the last
+  // interval, and otherwise raise the estimate (x1.5 per interval) until they are. Capped
+  // by the bandwidth caps.
+  double link_estimate = pba_.Forecast(rec.dest_node);
   uint64_t last_busy_ns = 0;
   SteadyTime last_estimate_at = clock_.Now();
   auto link_rate = [&]() -> double {
@@ -744,9 +747,9 @@ awaitable<void> MigrationEngine::RunOutgoing(std::shared_ptr<Outgoing> m) {
     last_busy_ns = busy;
     last_estimate_at = now;
     const double measured = pages->LinkBandwidth();
-    if (link_estimate <= 0 || saturation >= 0.8) {
-      link_estimate = measured > 0 ? measured : 0;
-    } else {
+    if (saturation >= 0.8 && measured > 0) {
+      link_estimate = measured;
+    } else if (link_estimate > 0) {
       link_estimate = std::max(measured, link_estimate * 1.5);
     }
     double rate = link_estimate;
@@ -833,6 +836,9 @@ awaitable<void> MigrationEngine::RunOutgoing(std::shared_ptr<Outgoing> m) {
     amst::LinkSample link = pages->SampleLink();
     const double aggregate = pages->LinkBandwidth();  // all streams together
     if (aggregate > link.bandwidth_bytes_per_second) link.bandwidth_bytes_per_second = aggregate;
+    // PBA scores its forecast for this link against the measurement, and learns from it.
+    pba_.Observe(rec.dest_node, link.bandwidth_bytes_per_second,
+                 wall > 0 ? static_cast<double>(t.payload_bytes) / wall : 0);
     mode = ObserveLink(rec.dest_node, link);
     round_span.SetAttribute("mode", amst::LinkModeName(mode));
     round_span.SetAttribute("net.rtt_ms", link.rtt_ms);

@@ -30,6 +30,7 @@
 #include "hde/hde_stats.h"
 #include "hde/page_encoder.h"
 #include "migration/data_plane.h"
+#include "pba/bandwidth_predictor.h"
 #include "common/status.h"
 #include "obs/metrics.h"
 #include "vm/vm_table.h"
@@ -141,6 +142,8 @@ class MigrationEngine {
   bool listening() const { return listening_; }
   uint64_t protocol_errors() const { return protocol_errors_; }
   uint64_t digest_mismatches() const { return digest_mismatches_; }
+  // Bandwidth forecasts per peer, fed after every pre-copy round (PBA).
+  const pba::BandwidthPredictor& bandwidth_predictor() const { return pba_; }
   // Additional data streams that joined incoming migrations since start.
   uint64_t streams_joined() const { return streams_joined_; }
 
@@ -201,6 +204,7 @@ class MigrationEngine {
   std::atomic<uint64_t> streams_joined_{0};
   asio::thread_pool pool_;  // HDE encode and decode
   hde::HdeStats hde_stats_;
+  pba::BandwidthPredictor pba_;
   amst::TokenBucket node_bucket_;
   std::atomic<uint64_t> stream_busy_ns_{0};
   std::array<std::atomic<uint64_t>, 3> bytes_by_mode_{};

@@ -280,7 +280,9 @@ void Node::BackgroundLoop() {
     SampleHealthAndResources(store_ok, store_seconds);
     auto families = metrics_.Collect();  // one scrape feeds both
     sla_->Tick(obs::SlaInputs::FromFamilies(families));
-    anomaly_->Tick(obs::AnomalyTick::FromFamilies(families));
+    obs::AnomalyTick tick = obs::AnomalyTick::FromFamilies(families);
+    tick.prediction_error = engine_->bandwidth_predictor().mean_error();
+    anomaly_->Tick(tick);
     rollout_->Tick();
     lock.lock();
   }

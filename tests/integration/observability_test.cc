@@ -38,6 +38,9 @@ const std::vector<std::pair<std::string, std::string>> kGuideMetrics = {
     {"dwcp_v3_compression_ratio_bucket", ""},
     {"dwcp_v3_amst_throughput_bytes_per_second", ""},
     {"dwcp_v3_amst_active_streams", ""},
+    {"dwcp_v3_amst_stream_saturation_ratio", ""},
+    {"dwcp_v3_pba_prediction_accuracy_percent", ""},
+    {"dwcp_v3_pba_prediction_error_ratio_count", ""},
     {"dwcp_v3_hde_compression_ratio", ""},
     {"dwcp_v3_hde_compression_ratio_percent", ""},
     {"dwcp_v3_resource_utilization_percent", "resource_type=\"cpu\""},
@@ -164,7 +167,10 @@ TEST(ObservabilityTest, ComponentEndpointsAndSummary) {
       acp.find("dwcp_v3_component_latency_seconds_count{component=\"acp\",operation=\"commit\"} 1"),
       std::string::npos)
       << acp;
-  for (const char* comp : {"pba", "ass", "itp"}) {
+  std::string pba = HttpGet(a, "/metrics/pba").text;
+  EXPECT_NE(pba.find("dwcp_v3_pba_prediction_accuracy_percent "), std::string::npos) << pba;
+  EXPECT_NE(pba.find("dwcp_v3_pba_model_error_ratio{model=\"holt\"}"), std::string::npos) << pba;
+  for (const char* comp : {"ass", "itp"}) {
     auto view = HttpGet(a, std::string("/metrics/") + comp);
     EXPECT_EQ(view.status, 200) << comp;  // nothing to show until the component exists
   }
