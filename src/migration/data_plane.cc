@@ -70,7 +70,11 @@ OutgoingPages::OutgoingPages(DataPlaneContext context, Options options, vm::Gues
 
 OutgoingPages::~OutgoingPages() = default;
 
-void OutgoingPages::AddStream(std::shared_ptr<amst::Connection> stream, bool primary) {
+bool OutgoingPages::AddStream(std::shared_ptr<amst::Connection> stream, bool primary) {
+  if (closing()) {
+    stream->Close();
+    return false;
+  }
   auto s = std::make_shared<Stream>();
   s->conn = std::move(stream);
   s->primary = primary;
@@ -82,6 +86,7 @@ void OutgoingPages::AddStream(std::shared_ptr<amst::Connection> stream, bool pri
   ++started_writers_;
   auto executor = s->conn->executor();
   asio::co_spawn(executor, WriterLoop(std::move(s)), asio::detached);
+  return true;
 }
 
 bool OutgoingPages::RetireStream() {
@@ -342,8 +347,7 @@ awaitable<Status> OutgoingPages::SendRound(uint32_t round, const std::vector<uin
 
 awaitable<void> OutgoingPages::Finish() {
   auto self = shared_from_this();
-  if (finished_) co_return;
-  finished_ = true;
+  if (finished_.exchange(true)) co_return;
   ready_.close();
   const uint32_t writers = started_writers_;
   for (uint32_t k = 0; k < writers; ++k) {
@@ -446,6 +450,7 @@ Status IncomingPages::DeliverOnPool(std::vector<uint8_t> payload) {
     }
     if (!st.ok()) callback = FailLocked(st);
   }
+  if (st.code() == StatusCode::kDataLoss) ctx_.metrics->CountByzantine("corrupt_batch");
   if (callback) callback(st);
   return st;
 }

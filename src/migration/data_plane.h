@@ -87,8 +87,11 @@ class OutgoingPages : public std::enable_shared_from_this<OutgoingPages> {
   OutgoingPages& operator=(const OutgoingPages&) = delete;
 
   // Starts a writer on `stream` (connected, handshaken and, unless primary, joined). Its
-  // coroutine runs on the stream's executor.
-  void AddStream(std::shared_ptr<amst::Connection> stream, bool primary);
+  // coroutine runs on the stream's executor. False (and the stream is closed) once
+  // Finish() or Close() ran.
+  bool AddStream(std::shared_ptr<amst::Connection> stream, bool primary);
+  // Finish() ran or the data plane failed: a stream still being opened is not needed.
+  bool closing() const { return finished_ || !error().ok(); }
   // Asks one additional stream to end after its current batch. False when only the primary
   // is left.
   bool RetireStream();
@@ -149,7 +152,7 @@ class OutgoingPages : public std::enable_shared_from_this<OutgoingPages> {
   TokenChannel window_;               // one token per batch allowed in flight
   TokenChannel exited_;               // one message per writer that ended
   uint64_t next_seq_ = 0;
-  bool finished_ = false;  // Finish() ran (the caller's coroutine only)
+  std::atomic<bool> finished_{false};  // Finish() ran: no stream may be added
   std::atomic<uint32_t> streams_{0};
   std::atomic<uint32_t> started_writers_{0};
   std::atomic<uint64_t> logical_written_{0}, payload_written_{0}, busy_ns_{0};

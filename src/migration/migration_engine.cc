@@ -417,7 +417,9 @@ Result<acp::MigrationRecord> MigrationEngine::Start(const MigrationRequest& req)
   {
     auto span = StartSpan("acp_consensus", "acp", &m->root.context());
     span.SetAttribute("operation", "mark_migrating");
+    const SteadyTime c0 = clock_.Now();
     Status st = store_.CompareAndSwapVm(*vm, desired, &m->record);
+    metrics_.consensus_latency().Observe(Seconds(clock_.Now() - c0));
     if (!st.ok()) {
       span.SetError(st.ToString());
       m->root.SetError(st.ToString());
@@ -509,7 +511,9 @@ awaitable<void> MigrationEngine::RunOutgoing(std::shared_ptr<Outgoing> m) {
     Status st;
     {
       ScopedTime t(clock_, &shares.acp);
+      const SteadyTime c0 = clock_.Now();
       st = store_.CompareAndSwapVm(m->vm_before, back, &rec);
+      metrics_.consensus_latency().Observe(Seconds(clock_.Now() - c0));
     }
     bool resume = st.ok();
     if (!st.ok()) {
@@ -978,6 +982,7 @@ awaitable<void> MigrationEngine::RunOutgoing(std::shared_ptr<Outgoing> m) {
     SteadyTime c0 = clock_.Now();
     st = store_.CompareAndSwapVm(m->vm_before, moved, &rec);
     metrics_.commit_latency.Observe(Seconds(clock_.Now() - c0));
+    metrics_.consensus_latency().Observe(Seconds(clock_.Now() - c0));
   }
   if (!st.ok()) {
     co_await abort_out(Status(st.code() == StatusCode::kFailedPrecondition
@@ -1104,6 +1109,7 @@ awaitable<void> MigrationEngine::ServeIncoming(std::shared_ptr<amst::Connection>
   if (config_.tls_server) {
     Status tls = co_await conn->StartTls(*config_.tls_server, /*server=*/true, config_.io_timeout);
     if (!tls.ok()) {
+      if (tls.code() != StatusCode::kDeadlineExceeded) metrics_.CountByzantine("bad_certificate");
       reject(tls.code() == StatusCode::kDeadlineExceeded
                  ? tls
                  : Status(StatusCode::kUnauthenticated, "refused peer: " + tls.message()));
@@ -1323,6 +1329,7 @@ awaitable<void> MigrationEngine::ServeIncoming(std::shared_ptr<amst::Connection>
     if (!verified) {
       v.mutable_verified()->set_error("content digest mismatch");
       metrics_.CountError(obs::Component::kHde, "digest_mismatch", "critical");
+      metrics_.CountByzantine("digest_mismatch");
       ++digest_mismatches_;
     }
     st = co_await conn->SendControl(v, config_.io_timeout);
@@ -1378,9 +1385,11 @@ awaitable<void> MigrationEngine::OpenExtraStream(std::shared_ptr<Outgoing> m, ui
     pages = m->pages;
   }
   auto give_up = [&](const Status& why) {
+    --m->opening;
+    // The migration ended meanwhile: the stream is simply not needed.
+    if (pages->closing() || m->cancel) return;
     // The migration goes on with the streams it has; no more are tried.
     m->joins_failed = true;
-    --m->opening;
     metrics_.CountError(obs::Component::kAmst, ErrorTypeOf(why.code()), "warning");
     obs::LogWarn("amst", "cannot open an additional data stream; continuing with fewer",
                  {{"migration_id", m->record.id},
@@ -1388,7 +1397,7 @@ awaitable<void> MigrationEngine::OpenExtraStream(std::shared_ptr<Outgoing> m, ui
                   {"stream", index},
                   {"error", why.ToString()}});
   };
-  if (!pages || m->cancel) {
+  if (!pages || m->cancel || pages->closing()) {
     --m->opening;
     co_return;
   }
@@ -1451,9 +1460,20 @@ awaitable<void> MigrationEngine::ServeJoinedStream(std::shared_ptr<amst::Connect
     if (it != sessions_.end()) session = it->second;
   }
   Status st;
-  if (!session || !SameSecret(session->token, join.stream_token())) {
-    st = Status(StatusCode::kUnauthenticated,
-                "stream join for an unknown migration or with a wrong token");
+  if (!session) {
+    // Usually a stream that was still joining when its migration ended: refused, not counted.
+    wire::Control ack;
+    ack.mutable_stream_join_ack()->set_ok(false);
+    ack.mutable_stream_join_ack()->set_error("migration " + join.migration_id() +
+                                             " is not being received here");
+    (void)co_await conn->SendControl(ack, config_.io_timeout);
+    obs::LogInfo("amst", "data stream for a migration that is not being received",
+                 {{"peer", conn->peer()}, {"migration_id", join.migration_id()}});
+    conn->Close();
+    co_return;
+  }
+  if (!SameSecret(session->token, join.stream_token())) {
+    st = Status(StatusCode::kUnauthenticated, "stream join with a wrong token");
   } else if (join.version() != session->version || session->version < 3) {
     st = ProtocolError("stream join with protocol version " + std::to_string(join.version()));
   } else if (join.stream_index() == 0 || session->joined + 1 >= session->max_streams) {
@@ -1468,6 +1488,7 @@ awaitable<void> MigrationEngine::ServeJoinedStream(std::shared_ptr<amst::Connect
   if (!st.ok()) {
     ++protocol_errors_;
     metrics_.CountError(obs::Component::kAmst, ErrorTypeOf(st.code()), "warning");
+    if (st.code() == StatusCode::kUnauthenticated) metrics_.CountByzantine("bad_stream_token");
     obs::LogWarn("amst", "data stream refused",
                  {{"peer", conn->peer()},
                   {"migration_id", join.migration_id()},
@@ -1563,7 +1584,9 @@ bool MigrationEngine::ResolveInDoubt(const std::string& vm_id, const std::string
         mig->finished_ms = clock_.WallMillis();
         rec = &mig.value();
       }
+      const SteadyTime c0 = clock_.Now();
       Status st = store_.CompareAndSwapVm(*vm, back, rec);
+      metrics_.consensus_latency().Observe(Seconds(clock_.Now() - c0));
       if (st.ok()) {
         obs::LogWarn("migration", "in-doubt migration cancelled: vm stays on source",
                      {{"vm_id", vm_id}, {"migration_id", migration_id}, {"source", source_node}});

@@ -277,6 +277,7 @@ void Node::BackgroundLoop() {
     double store_seconds = std::chrono::duration<double>(clock_.Now() - t0).count();
     metrics_.store_latency.Observe(store_seconds);
     CheckFencing();
+    LeaderDuties();
     SampleHealthAndResources(store_ok, store_seconds);
     auto families = metrics_.Collect();  // one scrape feeds both
     sla_->Tick(obs::SlaInputs::FromFamilies(families));
@@ -285,6 +286,33 @@ void Node::BackgroundLoop() {
     anomaly_->Tick(tick);
     rollout_->Tick();
     lock.lock();
+  }
+}
+
+void Node::LeaderDuties() {
+  constexpr int64_t kLeaseMs = 5000;    // renewed every second: a dead leader is replaced
+  constexpr int64_t kNodeDeadMs = 10000;  // the engine's node_alive_window
+  auto lease = store_->AcquireLease("cluster-leader", config_.node_id, kLeaseMs);
+  const bool leader = lease.ok();
+  if (leader != leader_) {
+    if (leader) metrics_.leader_elections().Increment();
+    obs::LogInfo("acp", leader ? "became the cluster leader" : "no longer the cluster leader",
+                 {{"node", config_.node_id}, {"lease", "cluster-leader"}});
+  }
+  leader_ = leader;
+  metrics_.leader().Set(leader ? 1 : 0);
+  if (!leader) return;
+  auto nodes = store_->ListNodes();
+  if (!nodes.ok()) return;
+  const int64_t now = clock_.WallMillis();
+  for (auto n : *nodes) {
+    if (n.state != "up" || now - n.heartbeat_ms <= kNodeDeadMs) continue;
+    const int64_t silent = now - n.heartbeat_ms;
+    n.state = "down";
+    if (store_->UpsertNode(n).ok()) {
+      obs::LogWarn("acp", "node stopped heartbeating: marked down",
+                   {{"node", n.id}, {"silent_ms", silent}});
+    }
   }
 }
 
@@ -338,6 +366,7 @@ void Node::SampleHealthAndResources(bool store_ok, double store_seconds) {
 
   // Health: ACP = the store takes writes (slow = degraded); AMST = the data listener accepts
   // (recent protocol errors = degraded); HDE = content verifies (recent mismatches = degraded).
+  metrics_.quorum_healthy().Set(store_ok ? 1 : 0);  // SQLite: one member, the file
   metrics_.SetHealth(Component::kAcp, !store_ok             ? obs::kHealthDown
                                       : store_seconds > 1.0 ? obs::kHealthDegraded
                                                             : obs::kHealthy);
@@ -470,6 +499,7 @@ void Node::Stop() {
       (void)store_->CompareAndSwapVm(*rec, stopped);
     }
     Heartbeat("down");
+    if (leader_) (void)store_->ReleaseLease("cluster-leader", config_.node_id);
   }
   for (const auto& id : vms_.Ids()) vms_.Remove(id);
   work_.reset();

@@ -96,6 +96,9 @@ class Node {
   bool Heartbeat(const std::string& state);
   void CheckFencing();
   // Once a second: component health, resource utilization, throughput gauges, rates.
+  // Takes or renews the cluster leader lease; the leader marks nodes whose heartbeat
+  // stopped as down (docs/acp.md).
+  void LeaderDuties();
   void SampleHealthAndResources(bool store_ok, double store_seconds);
 
   NodeConfig config_;
@@ -128,6 +131,7 @@ class Node {
   Sample last_sample_;
   std::vector<std::pair<std::chrono::steady_clock::time_point, double>> migration_history_;
   std::chrono::steady_clock::time_point amst_degraded_until_{}, hde_degraded_until_{};
+  bool leader_ = false;  // holds the cluster leader lease (background thread only)
   std::atomic<double> migrations_per_minute_{0};
 
   std::atomic<bool> ready_{false};

@@ -332,6 +332,29 @@ Metrics::Metrics(std::shared_ptr<prometheus::Registry> r)
     links_in_mode_[m] = &links.Add({{"mode", kModes[m]}});
     amst_throughput_[m] = &amst_rate.Add({{"transport", "tcp"}, {"mode", kModes[m]}});
   }
+  consensus_latency_ =
+      &HistogramFamily(Component::kAcp, "consensus_latency", "seconds",
+                       "Ownership transactions (compare-and-swap of a VM record) against the "
+                       "state store: admission, commit, abort")
+           .Add({}, kOpBuckets);
+  quorum_healthy_ = &GaugeFamily(Component::kAcp, "quorum_healthy", "ratio",
+                                 "State store members that answer, as a share of all members "
+                                 "(SQLite: the one file; etcd: the cluster's members)")
+                         .Add({});
+  leader_elections_ = &CounterFamily(Component::kAcp, "leader_elections",
+                                     "Times this node became the cluster leader (the "
+                                     "store lease that runs cluster-wide duties)")
+                           .Add({});
+  leader_ = &GaugeFamily(Component::kAcp, "leader", "",
+                         "1 while this node holds the cluster leader lease, else 0")
+                 .Add({});
+  byzantine_family_ = &CounterFamily(Component::kAcp, "byzantine_detections",
+                                     "Peers that sent data or credentials that do not verify, "
+                                     "by reason");
+  for (const char* reason :
+       {"digest_mismatch", "corrupt_batch", "bad_stream_token", "bad_certificate"}) {
+    byzantine_family_->Add({{"reason", reason}});
+  }
   stream_saturation_ = &prometheus::BuildGauge()
                             .Name("dwcp_v3_amst_stream_saturation_ratio")
                             .Help("Share of the last second the open data streams spent "
@@ -429,6 +452,10 @@ void Metrics::CountError(Component component, std::string_view error_type,
              {"error_type", std::string(error_type)},
              {"severity", std::string(severity)}})
       .Increment();
+}
+
+void Metrics::CountByzantine(std::string_view reason) {
+  byzantine_family_->Add({{"reason", std::string(reason)}}).Increment();
 }
 
 void Metrics::CountApiRequest(int http_status) {

@@ -121,6 +121,19 @@ class Metrics {
   // dwcp_v3_amst_stream_saturation_ratio{transport="tcp"}.
   prometheus::Gauge& stream_saturation() { return *stream_saturation_; }
 
+  // ACP (docs/acp.md). dwcp_v3_acp_consensus_latency_seconds: each ownership transaction
+  // (compare-and-swap of a VM record) against the state store.
+  prometheus::Histogram& consensus_latency() { return *consensus_latency_; }
+  // dwcp_v3_acp_quorum_healthy_ratio: store members that answer / members.
+  prometheus::Gauge& quorum_healthy() { return *quorum_healthy_; }
+  // dwcp_v3_acp_leader_elections_total: times this node became the cluster leader;
+  // dwcp_v3_acp_leader: 1 while it is.
+  prometheus::Counter& leader_elections() { return *leader_elections_; }
+  prometheus::Gauge& leader() { return *leader_; }
+  // dwcp_v3_acp_byzantine_detections_total{reason}: a peer sent something that does not
+  // verify (digest_mismatch, corrupt_batch, bad_stream_token, bad_certificate).
+  void CountByzantine(std::string_view reason);
+
   // dwcp_v3_api_requests_total{code}: HTTP API requests by status code.
   void CountApiRequest(int http_status);
 
@@ -169,6 +182,11 @@ class Metrics {
   std::array<prometheus::Counter*, 3> mode_switches_{};
   std::array<prometheus::Gauge*, 3> links_in_mode_{};
   std::array<prometheus::Gauge*, 3> amst_throughput_{};
+  prometheus::Histogram* consensus_latency_ = nullptr;
+  prometheus::Gauge* quorum_healthy_ = nullptr;
+  prometheus::Counter* leader_elections_ = nullptr;
+  prometheus::Gauge* leader_ = nullptr;
+  prometheus::Family<prometheus::Counter>* byzantine_family_ = nullptr;
   prometheus::Gauge* stream_saturation_ = nullptr;
   prometheus::Family<prometheus::Gauge>* health_family_;
   std::array<std::atomic<prometheus::Gauge*>, kComponentCount> health_{};

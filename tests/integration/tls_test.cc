@@ -61,6 +61,9 @@ TEST(TlsIntegrationTest, NodesWithTheClusterCaMigrateAndOthersAreRefused) {
     refusals = std::isnan(v) ? 0 : v;
   }
   EXPECT_GE(refusals, 1);
+  EXPECT_GE(MetricValue(c.Metrics("node-b"), "dwcp_v3_acp_byzantine_detections_total",
+                        "reason=\"bad_certificate\""),
+            1);
   EXPECT_NE(c.ReadLog("node-b").find("refused peer"), std::string::npos);
 }
 

@@ -300,11 +300,15 @@ TEST(SyntheticGuestTest, CollectReturnsAscendingUniqueAndClears) {
   g->Resume();
   ASSERT_TRUE(WaitFor([&] { return g->DirtyPageCount() >= 10; }));
   g->StopDirtyLog();
+  const uint64_t at_stop = g->DirtyPageCount();
   const uint64_t w = g->pages_written();
   ASSERT_TRUE(WaitFor([&] { return g->pages_written() >= w + 100; }));
   dirty.clear();
   g->CollectDirtyPages(&dirty);
-  EXPECT_LT(dirty.size(), 100u);  // only writes from before StopDirtyLog
+  // Only writes from before StopDirtyLog: a write already under way when the log stopped
+  // may still set its bit, the next 100 may not. (How many came before the stop depends on
+  // scheduling, so it is read, not assumed.)
+  EXPECT_LE(dirty.size(), at_stop + 8);
   dirty.clear();
   ASSERT_TRUE(WaitFor([&] { return g->pages_written() >= w + 200; }));
   g->CollectDirtyPages(&dirty);
