@@ -1,9 +1,9 @@
 #include "amst/connection.h"
 
-#include <asio/experimental/as_tuple.hpp>
-#include <asio/experimental/awaitable_operators.hpp>
 #include <netinet/tcp.h>
 
+#include <asio/experimental/as_tuple.hpp>
+#include <asio/experimental/awaitable_operators.hpp>
 #include <charconv>
 #include <cstdio>
 #include <cstring>
@@ -64,10 +64,10 @@ awaitable<Status> Connection::StartTls(asio::ssl::context& context, bool server,
   tls_ = std::make_unique<asio::ssl::stream<asio::ip::tcp::socket&>>(socket_, context);
   asio::steady_timer timer(co_await asio::this_coro::executor);
   timer.expires_after(deadline);
-  auto result = co_await (
-      tls_->async_handshake(server ? asio::ssl::stream_base::server : asio::ssl::stream_base::client,
-                            as_tuple(use_awaitable)) ||
-      timer.async_wait(as_tuple(use_awaitable)));
+  auto result = co_await (tls_->async_handshake(server ? asio::ssl::stream_base::server
+                                                       : asio::ssl::stream_base::client,
+                                                as_tuple(use_awaitable)) ||
+                          timer.async_wait(as_tuple(use_awaitable)));
   if (result.index() == 1) co_return DeadlineExceeded("TLS handshake with " + peer_ + " timed out");
   auto [ec] = std::get<0>(result);
   if (ec) {
@@ -194,8 +194,8 @@ LinkSample Connection::SampleLink() const {
   LinkSample s;
   TcpInfoExtended info{};
   socklen_t len = sizeof info;
-  if (getsockopt(const_cast<asio::ip::tcp::socket&>(socket_).native_handle(), IPPROTO_TCP,
-                 TCP_INFO, &info, &len) != 0) {
+  if (getsockopt(const_cast<asio::ip::tcp::socket&>(socket_).native_handle(), IPPROTO_TCP, TCP_INFO,
+                 &info, &len) != 0) {
     return s;
   }
   s.rtt_ms = info.base.tcpi_rtt / 1000.0;

@@ -164,8 +164,10 @@ void ApiServer::AddRoutes() {
       {"GET", "/readyz", "Readiness: 200 once registered and listening", false,
        bind(&ApiServer::Readyz)},
       {"GET", "/metrics", "Prometheus metrics (text exposition)", false, bind(&ApiServer::Metrics)},
-      {"GET", "/metrics/summary", "JSON summary: migrations, latency quantiles, throughput, "
-       "errors, health, resources", false, bind(&ApiServer::MetricsSummary)},
+      {"GET", "/metrics/summary",
+       "JSON summary: migrations, latency quantiles, throughput, "
+       "errors, health, resources",
+       false, bind(&ApiServer::MetricsSummary)},
       {"GET", R"(/metrics/(amst|hde|pba|acp|ass|itp))", "One component's metrics", false,
        bind(&ApiServer::ComponentMetrics)},
       {"GET", "/api/v1/log-level", "The current log level", false, bind(&ApiServer::GetLogLevel)},
@@ -183,19 +185,25 @@ void ApiServer::AddRoutes() {
        bind(&ApiServer::GetMigration)},
       {"PUT", R"(/api/v1/migrations/([^/]+)/bandwidth)",
        "Change a running migration's bandwidth cap: {\"bandwidth_limit\": \"50MB/s\"} (0 = "
-       "none)", true, bind(&ApiServer::SetMigrationBandwidth)},
+       "none)",
+       true, bind(&ApiServer::SetMigrationBandwidth)},
       {"PUT", R"(/api/v1/nodes/([^/]+)/bandwidth)",
        "Change a node's cap on outgoing migration traffic: {\"bandwidth_limit\": "
-       "\"1Gbit/s\"} (0 = none)", true, bind(&ApiServer::SetNodeBandwidth)},
-      {"GET", "/api/v1/rollout", "v1→v3 rollout per region: stage, GO/NO-GO, samples "
-       "(?region=R)", false, bind(&ApiServer::GetRollout)},
-      {"POST", "/api/v1/rollout/advance", "Advance a region's rollout: {\"region\", \"to\"}",
-       true, bind(&ApiServer::AdvanceRollout)},
+       "\"1Gbit/s\"} (0 = none)",
+       true, bind(&ApiServer::SetNodeBandwidth)},
+      {"GET", "/api/v1/rollout",
+       "v1→v3 rollout per region: stage, GO/NO-GO, samples "
+       "(?region=R)",
+       false, bind(&ApiServer::GetRollout)},
+      {"POST", "/api/v1/rollout/advance", "Advance a region's rollout: {\"region\", \"to\"}", true,
+       bind(&ApiServer::AdvanceRollout)},
       {"POST", "/api/v1/rollout/rollback", "Roll a region's rollout back: {\"region\", \"to\"}",
        true, bind(&ApiServer::RollbackRollout)},
       // Authenticated by the webhook secret (rollout.webhook_token_file), not the API token.
-      {"POST", "/api/v1/rollback", "Alertmanager webhook: firing alerts roll the rollout back "
-       "to v1", false, bind(&ApiServer::AlertmanagerRollback)},
+      {"POST", "/api/v1/rollback",
+       "Alertmanager webhook: firing alerts roll the rollout back "
+       "to v1",
+       false, bind(&ApiServer::AlertmanagerRollback)},
   };
   const std::string token = node_.config().api_token;
   for (const auto& r : routes_) {
@@ -558,10 +566,10 @@ void ApiServer::SetMigrationBandwidth(const httplib::Request& req, httplib::Resp
   if (m->source_node != node_.config().node_id) return Forward(m->source_node, req, res);
   Status st = node_.engine().SetMigrationBandwidthLimit(id, limit);
   if (!st.ok()) {
-    return SendError(res, st.code() == StatusCode::kNotFound
-                              ? FailedPrecondition("migration " + id + " is " + m->phase +
-                                                   ", not running")
-                              : st);
+    return SendError(
+        res, st.code() == StatusCode::kNotFound
+                 ? FailedPrecondition("migration " + id + " is " + m->phase + ", not running")
+                 : st);
   }
   SendJson(res, 200, {{"migration", id}, {"bandwidth_limit", limit}});
 }

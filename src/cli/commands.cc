@@ -397,8 +397,8 @@ int SetBandwidth(const CommonFlags& common, const BandwidthFlags& flags) {
   }
   std::string limit = flags.limit == "unlimited" ? "0" : flags.limit;
   auto rate = ParseRate(limit);
-  if (!rate.ok()) return UsageError("bad bandwidth limit '" + flags.limit + "': " +
-                                    rate.status().message());
+  if (!rate.ok())
+    return UsageError("bad bandwidth limit '" + flags.limit + "': " + rate.status().message());
   ApiClient client = MakeClient(common);
   const std::string path = flags.migration.empty()
                                ? "/api/v1/nodes/" + flags.node + "/bandwidth"
@@ -561,8 +561,9 @@ int RunCli(int argc, char** argv) {
                         "a running migration's id: caps that migration");
   bandwidth->add_option("--node", bandwidth_flags.node,
                         "a node id: caps all outgoing migration traffic of that node");
-  bandwidth->add_option("limit", bandwidth_flags.limit,
-                        "the new cap, e.g. 100MB/s or 1Gbit/s; 0 or unlimited removes it")
+  bandwidth
+      ->add_option("limit", bandwidth_flags.limit,
+                   "the new cap, e.g. 100MB/s or 1Gbit/s; 0 or unlimited removes it")
       ->required();
   bandwidth->footer(
       "Examples:\n"

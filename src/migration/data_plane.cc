@@ -1,7 +1,7 @@
 #include "migration/data_plane.h"
 
-#include <asio/experimental/as_tuple.hpp>
 #include <algorithm>
+#include <asio/experimental/as_tuple.hpp>
 #include <numeric>
 
 #include "amst/frame.h"
@@ -193,8 +193,8 @@ awaitable<Status> OutgoingPages::Write(Stream& s, const Batch& b) {
   const auto payload = b.payload();
   const uint64_t frame_bytes = payload.size() + amst::kFrameHeaderSize;
   const auto now = ctx_.clock->Now();
-  auto wait = ctx_.node_bucket ? ctx_.node_bucket->Take(frame_bytes, now)
-                               : std::chrono::nanoseconds(0);
+  auto wait =
+      ctx_.node_bucket ? ctx_.node_bucket->Take(frame_bytes, now) : std::chrono::nanoseconds(0);
   if (options_.migration_bucket) {
     wait = std::max(wait, options_.migration_bucket->Take(frame_bytes, now));
   }
@@ -205,9 +205,9 @@ awaitable<Status> OutgoingPages::Write(Stream& s, const Batch& b) {
   }
   const auto t0 = std::chrono::steady_clock::now();
   Status st = co_await s.conn->Send(amst::FrameType::kPages, payload, options_.io_timeout);
-  const auto busy = std::chrono::duration_cast<std::chrono::nanoseconds>(
-                        std::chrono::steady_clock::now() - t0)
-                        .count();
+  const auto busy =
+      std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now() - t0)
+          .count();
   busy_ns_ += busy;
   if (ctx_.stream_busy_ns) *ctx_.stream_busy_ns += busy;
   s.wire = s.conn->wire_bytes_sent();

@@ -48,7 +48,7 @@ struct DataPlaneContext {
   obs::Metrics* metrics = nullptr;
   hde::HdeStats* hde_stats = nullptr;
   Clock* clock = nullptr;
-  amst::TokenBucket* node_bucket = nullptr;        // the per-node cap
+  amst::TokenBucket* node_bucket = nullptr;         // the per-node cap
   std::atomic<uint64_t>* stream_busy_ns = nullptr;  // time writers spend in writes
 };
 
@@ -141,16 +141,16 @@ class OutgoingPages : public std::enable_shared_from_this<OutgoingPages> {
   DataPlaneContext ctx_;
   Options options_;
   vm::Guest& guest_;
-  std::unique_ptr<hde::PageEncoder> encoder_;   // v3
-  std::mutex encoder_mu_;                       // Plan and Observe
+  std::unique_ptr<hde::PageEncoder> encoder_;    // v3
+  std::mutex encoder_mu_;                        // Plan and Observe
   hde::PageBatchEncoder legacy_encoder_{false};  // v1
   using BatchChannel =
       asio::experimental::concurrent_channel<void(asio::error_code, std::shared_ptr<Batch>)>;
   // (Asio 1.22 cannot instantiate a channel of void(error_code): the int is unused.)
   using TokenChannel = asio::experimental::concurrent_channel<void(asio::error_code, int)>;
-  BatchChannel ready_;                // finished batches for the writers
-  TokenChannel window_;               // one token per batch allowed in flight
-  TokenChannel exited_;               // one message per writer that ended
+  BatchChannel ready_;   // finished batches for the writers
+  TokenChannel window_;  // one token per batch allowed in flight
+  TokenChannel exited_;  // one message per writer that ended
   uint64_t next_seq_ = 0;
   std::atomic<bool> finished_{false};  // Finish() ran: no stream may be added
   std::atomic<uint32_t> streams_{0};

@@ -109,7 +109,8 @@ std::string NewMigrationId() {
   static thread_local std::mt19937_64 rng(std::random_device{}() ^ static_cast<uint64_t>(clock())
                                                                        << 32);
   char buf[24];
-  std::snprintf(buf, sizeof buf, "mig-%012" PRIx64, rng() & 0xffffffffffffULL);
+  std::snprintf(buf, sizeof buf, "mig-%012" PRIx64,
+                static_cast<uint64_t>(rng() & 0xffffffffffffULL));
   return buf;
 }
 
@@ -120,8 +121,8 @@ struct MigrationEngine::Active {
   std::atomic<bool> cancel{false};
   std::atomic<bool> committed{false};
   std::mutex mu;
-  std::shared_ptr<amst::Connection> conn;  // guarded by mu
-  std::shared_ptr<OutgoingPages> pages;    // guarded by mu; source side
+  std::shared_ptr<amst::Connection> conn;                // guarded by mu
+  std::shared_ptr<OutgoingPages> pages;                  // guarded by mu; source side
   std::vector<std::shared_ptr<amst::Connection>> extra;  // guarded by mu; joined streams
 
   void SetConnection(std::shared_ptr<amst::Connection> c) {
@@ -163,7 +164,7 @@ struct MigrationEngine::Outgoing : Active {
   // streams it takes.
   std::string stream_token;
   uint32_t max_streams = 1;
-  std::atomic<uint32_t> opening{0};        // extra streams being opened
+  std::atomic<uint32_t> opening{0};       // extra streams being opened
   std::atomic<bool> joins_failed{false};  // stop adding streams after a refused join
 };
 
@@ -731,11 +732,11 @@ awaitable<void> MigrationEngine::RunOutgoing(std::shared_ptr<Outgoing> m) {
     if (open > want && opening == 0) pages->RetireStream();
   };
   steer_streams();
-  // The link rate the codec choice assumes. The kernel's delivery rate only measures the link while the streams are busy: when the
-  // writers wait for batches, the encoder is the bottleneck and the measurement is just our
-  // own output rate, and believing it would make HDE squeeze harder and run slower still.
-  // So: start from PBA's forecast for the peer (or, with none, the encoder's optimistic
-  // default), trust a measurement only when the writers were busy most of the last
+  // The link rate the codec choice assumes. The kernel's delivery rate only measures the link while
+  // the streams are busy: when the writers wait for batches, the encoder is the bottleneck and the
+  // measurement is just our own output rate, and believing it would make HDE squeeze harder and run
+  // slower still. So: start from PBA's forecast for the peer (or, with none, the encoder's
+  // optimistic default), trust a measurement only when the writers were busy most of the last
   // interval, and otherwise raise the estimate (x1.5 per interval) until they are. Capped
   // by the bandwidth caps.
   double link_estimate = pba_.Forecast(rec.dest_node);
@@ -746,8 +747,7 @@ awaitable<void> MigrationEngine::RunOutgoing(std::shared_ptr<Outgoing> m) {
     const double interval = Seconds(now - last_estimate_at);
     const uint64_t busy = pages->busy_ns();
     const double saturation =
-        interval > 0 ? (busy - last_busy_ns) / 1e9 / interval / std::max(1u, pages->streams())
-                     : 0;
+        interval > 0 ? (busy - last_busy_ns) / 1e9 / interval / std::max(1u, pages->streams()) : 0;
     last_busy_ns = busy;
     last_estimate_at = now;
     const double measured = pages->LinkBandwidth();
@@ -758,7 +758,8 @@ awaitable<void> MigrationEngine::RunOutgoing(std::shared_ptr<Outgoing> m) {
     }
     double rate = link_estimate;
     for (uint64_t cap : {m->bucket->rate(), node_bucket_.rate()}) {
-      if (cap > 0 && (rate <= 0 || rate > static_cast<double>(cap))) rate = static_cast<double>(cap);
+      if (cap > 0 && (rate <= 0 || rate > static_cast<double>(cap)))
+        rate = static_cast<double>(cap);
     }
     return rate;  // <= 0: the encoder's configured default
   };
@@ -827,9 +828,8 @@ awaitable<void> MigrationEngine::RunOutgoing(std::shared_ptr<Outgoing> m) {
       hde_span.SetAttribute("zero_pages", static_cast<int64_t>(t.zero_pages));
       hde_span.SetAttribute("dedup_pages", static_cast<int64_t>(t.dedup_pages));
       hde_span.SetAttribute("delta_pages", static_cast<int64_t>(t.delta_pages));
-      hde_span.SetAttribute("ratio", t.payload_bytes > 0
-                                         ? double(t.logical_bytes) / double(t.payload_bytes)
-                                         : 0.0);
+      hde_span.SetAttribute(
+          "ratio", t.payload_bytes > 0 ? double(t.logical_bytes) / double(t.payload_bytes) : 0.0);
       if (!st.ok()) hde_span.SetError(st.ToString());
       hde_span.End();
     }
@@ -1409,8 +1409,8 @@ awaitable<void> MigrationEngine::OpenExtraStream(std::shared_ptr<Outgoing> m, ui
   }
   std::shared_ptr<amst::Connection> conn(std::move(c).value());
   if (config_.tls_client) {
-    Status st = co_await conn->StartTls(*config_.tls_client, /*server=*/false,
-                                        config_.connect_timeout);
+    Status st =
+        co_await conn->StartTls(*config_.tls_client, /*server=*/false, config_.connect_timeout);
     if (!st.ok()) {
       give_up(st);
       co_return;
@@ -1489,10 +1489,9 @@ awaitable<void> MigrationEngine::ServeJoinedStream(std::shared_ptr<amst::Connect
     ++protocol_errors_;
     metrics_.CountError(obs::Component::kAmst, ErrorTypeOf(st.code()), "warning");
     if (st.code() == StatusCode::kUnauthenticated) metrics_.CountByzantine("bad_stream_token");
-    obs::LogWarn("amst", "data stream refused",
-                 {{"peer", conn->peer()},
-                  {"migration_id", join.migration_id()},
-                  {"error", st.ToString()}});
+    obs::LogWarn(
+        "amst", "data stream refused",
+        {{"peer", conn->peer()}, {"migration_id", join.migration_id()}, {"error", st.ToString()}});
     conn->Close();
     co_return;
   }

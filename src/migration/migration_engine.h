@@ -8,9 +8,9 @@
 // the VM running on the source.
 #pragma once
 
+#include <array>
 #include <asio.hpp>
 #include <asio/ssl.hpp>
-#include <array>
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
@@ -27,12 +27,12 @@
 #include "amst/stream_controller.h"
 #include "amst/token_bucket.h"
 #include "common/clock.h"
+#include "common/status.h"
 #include "hde/hde_stats.h"
 #include "hde/page_encoder.h"
 #include "migration/data_plane.h"
-#include "pba/bandwidth_predictor.h"
-#include "common/status.h"
 #include "obs/metrics.h"
+#include "pba/bandwidth_predictor.h"
 #include "vm/vm_table.h"
 
 namespace dwcp::amst {
@@ -79,10 +79,10 @@ struct EngineConfig {
   amst::StreamControllerConfig streams;
   // v3 page encoding (config `hde_*`); compress_threads is set from worker_threads.
   hde::EncoderConfig hde;
-  uint32_t worker_threads = 0;  // encode/decode pool; 0 = one per core
-  uint32_t batch_window = 16;   // batches between planned and written, per migration
+  uint32_t worker_threads = 0;        // encode/decode pool; 0 = one per core
+  uint32_t batch_window = 16;         // batches between planned and written, per migration
   uint64_t node_bandwidth_limit = 0;  // bytes/s over all outgoing migrations; 0 = none
-  MigrationObserver on_success;  // may be empty
+  MigrationObserver on_success;       // may be empty
 };
 
 struct MigrationRequest {

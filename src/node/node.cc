@@ -103,10 +103,9 @@ Status Node::Init() {
 
   migration::EngineConfig ec;
   ec.on_success = [this](const migration::FinishedMigration& f) {
-    anomaly_->ObserveMigration(obs::MigrationObservation{f.latency_seconds,
-                                                         f.throughput_bytes_per_second,
-                                                         f.compression_ratio, f.trace_id, f.vm_id,
-                                                         f.migration_id});
+    anomaly_->ObserveMigration(
+        obs::MigrationObservation{f.latency_seconds, f.throughput_bytes_per_second,
+                                  f.compression_ratio, f.trace_id, f.vm_id, f.migration_id});
   };
   if (config_.amst_mode != "auto") ec.link_modes.pinned = amst::ParseLinkMode(config_.amst_mode);
   if (config_.tls) {
@@ -290,7 +289,7 @@ void Node::BackgroundLoop() {
 }
 
 void Node::LeaderDuties() {
-  constexpr int64_t kLeaseMs = 5000;    // renewed every second: a dead leader is replaced
+  constexpr int64_t kLeaseMs = 5000;      // renewed every second: a dead leader is replaced
   constexpr int64_t kNodeDeadMs = 10000;  // the engine's node_alive_window
   auto lease = store_->AcquireLease("cluster-leader", config_.node_id, kLeaseMs);
   const bool leader = lease.ok();
@@ -342,9 +341,9 @@ void Node::SampleHealthAndResources(bool store_ok, double store_seconds) {
             static_cast<double>(s.bytes_by_mode[m] - last_sample_.bytes_by_mode[m]) / secs);
       }
       const double streams = std::max(1.0, metrics_.amst_streams.Value());
-      metrics_.stream_saturation().Set(std::min(
-          1.0, static_cast<double>(s.stream_busy_ns - last_sample_.stream_busy_ns) / 1e9 / secs /
-                   streams));
+      metrics_.stream_saturation().Set(
+          std::min(1.0, static_cast<double>(s.stream_busy_ns - last_sample_.stream_busy_ns) / 1e9 /
+                            secs / streams));
       const double cores = std::max(1u, std::thread::hardware_concurrency());
       metrics_.cpu_percent.Set(100.0 * (s.cpu_seconds - last_sample_.cpu_seconds) / secs / cores);
     }

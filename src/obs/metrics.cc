@@ -1,9 +1,8 @@
 #include "obs/metrics.h"
 
-#include <tuple>
-
 #include <cassert>
 #include <cstdlib>
+#include <tuple>
 
 #include "obs/log.h"
 
@@ -24,8 +23,8 @@ const prometheus::Histogram::BucketBoundaries kRoundBuckets = {1, 2,  3,  4,  5,
 const prometheus::Histogram::BucketBoundaries kOpBuckets = {
     0.00001, 0.00005, 0.0001, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1};
 // Logical bytes per wire byte of one batch: 1 = nothing saved.
-const prometheus::Histogram::BucketBoundaries kRatioBuckets = {1,   1.1, 1.25, 1.5, 2,  3,
-                                                               4,   6,   10,   20,  50, 100};
+const prometheus::Histogram::BucketBoundaries kRatioBuckets = {1, 1.1, 1.25, 1.5, 2,  3,
+                                                               4, 6,   10,   20,  50, 100};
 
 std::string Checked(Result<std::string> name) {
   if (!name.ok()) {
@@ -79,15 +78,16 @@ const char* MigrationResultName(MigrationResult r) {
 
 Result<std::string> MetricName(std::optional<Component> component, std::string_view metric,
                                std::string_view unit) {
-  bool ok = !metric.empty() && metric.front() >= 'a' && metric.front() <= 'z' &&
-            metric.back() != '_';
+  bool ok =
+      !metric.empty() && metric.front() >= 'a' && metric.front() <= 'z' && metric.back() != '_';
   for (char ch : metric) {
     ok = ok && ((ch >= 'a' && ch <= 'z') || (ch >= '0' && ch <= '9') || ch == '_');
   }
   if (!ok) return Status(InvalidArgument("metric '" + std::string(metric) + "' is not snake_case"));
   bool known_unit = false;
   for (auto u : kMetricUnits) known_unit = known_unit || u == unit;
-  if (!known_unit) return Status(InvalidArgument("unknown metric unit '" + std::string(unit) + "'"));
+  if (!known_unit)
+    return Status(InvalidArgument("unknown metric unit '" + std::string(unit) + "'"));
   std::string name = "dwcp_v3_";
   if (component) name += std::string(ComponentName(*component)) + "_";
   name += metric;
@@ -293,8 +293,9 @@ Metrics::Metrics(std::shared_ptr<prometheus::Registry> r)
                      .Register(*registry_);
   health_family_ = &BuildGauge()
                         .Name("dwcp_v3_component_health")
-                        .Help("Health of each component from its checks: 1 healthy, 0.5 "
-                              "degraded, 0 down (docs/metrics.md)")
+                        .Help(
+                            "Health of each component from its checks: 1 healthy, 0.5 "
+                            "degraded, 0 down (docs/metrics.md)")
                         .Register(*registry_);
   auto& mig = BuildCounter()
                   .Name("dwcp_v3_migrations_total")
@@ -309,8 +310,9 @@ Metrics::Metrics(std::shared_ptr<prometheus::Registry> r)
   }
   auto& lat = BuildHistogram()
                   .Name("dwcp_v3_migration_latency_seconds")
-                  .Help("Total time of finished migrations; `component` names the component "
-                        "that took the largest share of that migration's time")
+                  .Help(
+                      "Total time of finished migrations; `component` names the component "
+                      "that took the largest share of that migration's time")
                   .Register(*registry_);
   for (Component c : {Component::kAmst, Component::kHde, Component::kAcp}) {
     latency_[static_cast<int>(c)] = &lat.Add({{"component", ComponentName(c)}}, kLatencyBuckets);
@@ -318,14 +320,14 @@ Metrics::Metrics(std::shared_ptr<prometheus::Registry> r)
   auto& switches = CounterFamily(Component::kAmst, "mode_switches",
                                  "Peer links that switched into a link mode (datacenter, hybrid, "
                                  "internet), from measured RTT, bandwidth and loss");
-  auto& links = GaugeFamily(Component::kAmst, "links", "",
-                            "Peer links by their current link mode");
+  auto& links = GaugeFamily(Component::kAmst, "links", "", "Peer links by their current link mode");
   const char* kModes[] = {"datacenter", "hybrid", "internet"};
   auto& amst_rate = prometheus::BuildGauge()
                         .Name("dwcp_v3_amst_throughput_bytes_per_second")
-                        .Help("Page data bytes per second on this node's DWCP data streams over "
-                              "the last second, sent plus received, by transport and by the "
-                              "link mode of the peer")
+                        .Help(
+                            "Page data bytes per second on this node's DWCP data streams over "
+                            "the last second, sent plus received, by transport and by the "
+                            "link mode of the peer")
                         .Register(*registry_);
   for (int m = 0; m < 3; ++m) {
     mode_switches_[m] = &switches.Add({{"mode", kModes[m]}});
@@ -357,8 +359,9 @@ Metrics::Metrics(std::shared_ptr<prometheus::Registry> r)
   }
   stream_saturation_ = &prometheus::BuildGauge()
                             .Name("dwcp_v3_amst_stream_saturation_ratio")
-                            .Help("Share of the last second the open data streams spent "
-                                  "writing (1 = the network is the bottleneck), by transport")
+                            .Help(
+                                "Share of the last second the open data streams spent "
+                                "writing (1 = the network is the bottleneck), by transport")
                             .Register(*registry_)
                             .Add({{"transport", "tcp"}});
   AddComputedGauge("dwcp_v3_hde_compression_ratio",
@@ -394,7 +397,10 @@ Metrics::Metrics(std::shared_ptr<prometheus::Registry> r)
 prometheus::Family<prometheus::Counter>& Metrics::CounterFamily(std::optional<Component> c,
                                                                 std::string_view metric,
                                                                 const std::string& help) {
-  return BuildCounter().Name(Checked(MetricName(c, metric, "total"))).Help(help).Register(*registry_);
+  return BuildCounter()
+      .Name(Checked(MetricName(c, metric, "total")))
+      .Help(help)
+      .Register(*registry_);
 }
 
 prometheus::Family<prometheus::Gauge>& Metrics::GaugeFamily(std::optional<Component> c,
@@ -408,7 +414,10 @@ prometheus::Family<prometheus::Histogram>& Metrics::HistogramFamily(std::optiona
                                                                     std::string_view metric,
                                                                     std::string_view unit,
                                                                     const std::string& help) {
-  return BuildHistogram().Name(Checked(MetricName(c, metric, unit))).Help(help).Register(*registry_);
+  return BuildHistogram()
+      .Name(Checked(MetricName(c, metric, unit)))
+      .Help(help)
+      .Register(*registry_);
 }
 
 void Metrics::AddCollectable(std::shared_ptr<prometheus::Collectable> collectable) {
@@ -417,7 +426,8 @@ void Metrics::AddCollectable(std::shared_ptr<prometheus::Collectable> collectabl
 }
 
 void Metrics::AddComputedGauge(std::string name, std::string help, std::function<double()> read) {
-  AddCollectable(std::make_shared<ComputedGauge>(std::move(name), std::move(help), std::move(read)));
+  AddCollectable(
+      std::make_shared<ComputedGauge>(std::move(name), std::move(help), std::move(read)));
 }
 
 std::vector<prometheus::MetricFamily> Metrics::Collect() const {

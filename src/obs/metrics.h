@@ -6,7 +6,8 @@
 // Adding a custom metric (the C++ counterpart of the guide's 2.3 example):
 //
 //   auto& my_metric = metrics.GaugeFamily(obs::Component::kHde, "my_custom_metric", "",
-//                                         "Description of my metric");   // dwcp_v3_hde_my_custom_metric
+//                                         "Description of my metric");   //
+//                                         dwcp_v3_hde_my_custom_metric
 //   prometheus::Gauge& g = my_metric.Add({{"label1", "value1"}, {"label2", "value2"}});
 //   g.Set(42.0);                                 // keep `g`; don't call Add() per event
 //
@@ -23,8 +24,8 @@
 #include <prometheus/registry.h>
 
 #include <array>
-#include <functional>
 #include <atomic>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -81,8 +82,7 @@ class Metrics {
                                                          std::string_view metric,
                                                          const std::string& help);
   prometheus::Family<prometheus::Gauge>& GaugeFamily(std::optional<Component> c,
-                                                     std::string_view metric,
-                                                     std::string_view unit,
+                                                     std::string_view metric, std::string_view unit,
                                                      const std::string& help);
   prometheus::Family<prometheus::Histogram>& HistogramFamily(std::optional<Component> c,
                                                              std::string_view metric,
@@ -138,38 +138,38 @@ class Metrics {
   void CountApiRequest(int http_status);
 
   // Hot-path handles, resolved once at construction.
-  prometheus::Counter& bytes_sent;        // dwcp_v3_bytes_transferred_total{direction="sent"}
-  prometheus::Counter& bytes_received;    // ...{direction="received"}
-  prometheus::Counter& wire_sent;         // dwcp_v3_network_bytes_total{direction="sent"}
-  prometheus::Counter& wire_received;     // ...{direction="received"}
-  prometheus::Counter& pages_zero;        // dwcp_v3_hde_pages_total{encoding="zero"}
-  prometheus::Counter& pages_raw;         // dwcp_v3_hde_pages_total{encoding="raw"}
-  prometheus::Counter& pages_dedup;       // ...{encoding="dedup"}: HDE references to held pages
-  prometheus::Counter& pages_delta;       // ...{encoding="delta"}: HDE deltas
-  prometheus::Counter& delta_base_hits;   // dwcp_v3_hde_delta_base_lookups_total{result="hit"}
-  prometheus::Counter& delta_base_misses; // ...{result="miss"}
-  prometheus::Counter& hde_input_bytes;   // dwcp_v3_hde_input_bytes_total
-  prometheus::Counter& hde_output_bytes;  // dwcp_v3_hde_output_bytes_total
-  prometheus::Histogram& compression_v3;  // dwcp_v3_compression_ratio{algorithm="zero"}
-  prometheus::Histogram& compression_v1;  // dwcp_v3_compression_ratio{algorithm="none"} (also
-                                          // HDE batches sent without a codec)
+  prometheus::Counter& bytes_sent;          // dwcp_v3_bytes_transferred_total{direction="sent"}
+  prometheus::Counter& bytes_received;      // ...{direction="received"}
+  prometheus::Counter& wire_sent;           // dwcp_v3_network_bytes_total{direction="sent"}
+  prometheus::Counter& wire_received;       // ...{direction="received"}
+  prometheus::Counter& pages_zero;          // dwcp_v3_hde_pages_total{encoding="zero"}
+  prometheus::Counter& pages_raw;           // dwcp_v3_hde_pages_total{encoding="raw"}
+  prometheus::Counter& pages_dedup;         // ...{encoding="dedup"}: HDE references to held pages
+  prometheus::Counter& pages_delta;         // ...{encoding="delta"}: HDE deltas
+  prometheus::Counter& delta_base_hits;     // dwcp_v3_hde_delta_base_lookups_total{result="hit"}
+  prometheus::Counter& delta_base_misses;   // ...{result="miss"}
+  prometheus::Counter& hde_input_bytes;     // dwcp_v3_hde_input_bytes_total
+  prometheus::Counter& hde_output_bytes;    // dwcp_v3_hde_output_bytes_total
+  prometheus::Histogram& compression_v3;    // dwcp_v3_compression_ratio{algorithm="zero"}
+  prometheus::Histogram& compression_v1;    // dwcp_v3_compression_ratio{algorithm="none"} (also
+                                            // HDE batches sent without a codec)
   prometheus::Histogram& compression_lz4;   // ...{algorithm="lz4"}
   prometheus::Histogram& compression_zstd;  // ...{algorithm="zstd"}
-  prometheus::Histogram& encode_latency;  // dwcp_v3_component_latency_seconds{hde,encode_batch}
-  prometheus::Histogram& commit_latency;  // dwcp_v3_component_latency_seconds{acp,commit}
-  prometheus::Histogram& store_latency;   // dwcp_v3_acp_store_latency_seconds
-  prometheus::Gauge& throughput;          // dwcp_v3_throughput_bytes_per_second{transport="tcp"}
-  prometheus::Gauge& amst_streams;        // dwcp_v3_amst_active_streams{transport="tcp"}
-  prometheus::Gauge& active_connections;  // dwcp_v3_active_connections
-  prometheus::Gauge& migrations_out;      // dwcp_v3_active_migrations{direction="outgoing"}
-  prometheus::Gauge& migrations_in;       // dwcp_v3_active_migrations{direction="incoming"}
-  prometheus::Gauge& vms_running;         // dwcp_v3_vms_running
-  prometheus::Gauge& cpu_percent;         // dwcp_v3_resource_utilization_percent{cpu}
-  prometheus::Gauge& memory_percent;      // ...{resource_type="memory"}
-  prometheus::Gauge& tasks_percent;       // ...{resource_type="goroutines"}
-  prometheus::Gauge& tasks;               // dwcp_v3_coroutine_tasks
-  prometheus::Histogram& downtime;        // dwcp_v3_migration_downtime_seconds
-  prometheus::Histogram& rounds;          // dwcp_v3_migration_rounds
+  prometheus::Histogram& encode_latency;    // dwcp_v3_component_latency_seconds{hde,encode_batch}
+  prometheus::Histogram& commit_latency;    // dwcp_v3_component_latency_seconds{acp,commit}
+  prometheus::Histogram& store_latency;     // dwcp_v3_acp_store_latency_seconds
+  prometheus::Gauge& throughput;            // dwcp_v3_throughput_bytes_per_second{transport="tcp"}
+  prometheus::Gauge& amst_streams;          // dwcp_v3_amst_active_streams{transport="tcp"}
+  prometheus::Gauge& active_connections;    // dwcp_v3_active_connections
+  prometheus::Gauge& migrations_out;        // dwcp_v3_active_migrations{direction="outgoing"}
+  prometheus::Gauge& migrations_in;         // dwcp_v3_active_migrations{direction="incoming"}
+  prometheus::Gauge& vms_running;           // dwcp_v3_vms_running
+  prometheus::Gauge& cpu_percent;           // dwcp_v3_resource_utilization_percent{cpu}
+  prometheus::Gauge& memory_percent;        // ...{resource_type="memory"}
+  prometheus::Gauge& tasks_percent;         // ...{resource_type="goroutines"}
+  prometheus::Gauge& tasks;                 // dwcp_v3_coroutine_tasks
+  prometheus::Histogram& downtime;          // dwcp_v3_migration_downtime_seconds
+  prometheus::Histogram& rounds;            // dwcp_v3_migration_rounds
 
  private:
   explicit Metrics(std::shared_ptr<prometheus::Registry> registry);

@@ -53,8 +53,7 @@ std::optional<double> LinkForecaster::Observe(double bandwidth) {
     const double previous_level = level_;
     level_ = kHoltAlpha * bandwidth + (1 - kHoltAlpha) * (level_ + trend_);
     trend_ = kHoltBeta * (level_ - previous_level) + (1 - kHoltBeta) * trend_;
-    winner_ = static_cast<Model>(
-        std::min_element(error_.begin(), error_.end()) - error_.begin());
+    winner_ = static_cast<Model>(std::min_element(error_.begin(), error_.end()) - error_.begin());
   }
   ++samples_;
   return winner_error;

@@ -11,9 +11,9 @@ TEST(ModeDetectorTest, ClassifiesByRttLossAndBandwidth) {
   EXPECT_EQ(d.Classify({10, 5e8, 0}), LinkMode::kHybrid);
   EXPECT_EQ(d.Classify({80, 1e8, 0}), LinkMode::kInternet);
   EXPECT_EQ(d.Classify({0.5, 5e9, 0.05}), LinkMode::kInternet);  // lossy
-  EXPECT_EQ(d.Classify({0.5, 5e6, 0}), LinkMode::kInternet);      // slow
-  EXPECT_EQ(d.Classify({0.5, 0, 0.005}), LinkMode::kHybrid);      // some loss
-  EXPECT_EQ(d.Classify({0.5, 0, 0}), LinkMode::kDatacenter);      // bandwidth unknown
+  EXPECT_EQ(d.Classify({0.5, 5e6, 0}), LinkMode::kInternet);     // slow
+  EXPECT_EQ(d.Classify({0.5, 0, 0.005}), LinkMode::kHybrid);     // some loss
+  EXPECT_EQ(d.Classify({0.5, 0, 0}), LinkMode::kDatacenter);     // bandwidth unknown
 }
 
 TEST(ModeDetectorTest, FirstSampleDecidesThenHysteresisHolds) {

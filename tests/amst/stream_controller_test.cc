@@ -11,11 +11,11 @@ using std::chrono::milliseconds;
 using TimePoint = StreamController::TimePoint;
 
 TEST(StreamControllerTest, FirstGuessFromTheBandwidthDelayProduct) {
-  StreamControllerConfig c;  // 4 MiB per stream, 1..8
+  StreamControllerConfig c;                                        // 4 MiB per stream, 1..8
   EXPECT_EQ(StreamController::InitialStreams(c, 0.05, 5e9), 1u);   // loopback
-  EXPECT_EQ(StreamController::InitialStreams(c, 50, 125e6), 2u);    // 1 Gbit/s, 50 ms: 6.25 MB
-  EXPECT_EQ(StreamController::InitialStreams(c, 80, 1.25e9), 8u);   // 10 Gbit/s, 80 ms: capped
-  EXPECT_EQ(StreamController::InitialStreams(c, 50, 0), 1u);        // bandwidth unknown
+  EXPECT_EQ(StreamController::InitialStreams(c, 50, 125e6), 2u);   // 1 Gbit/s, 50 ms: 6.25 MB
+  EXPECT_EQ(StreamController::InitialStreams(c, 80, 1.25e9), 8u);  // 10 Gbit/s, 80 ms: capped
+  EXPECT_EQ(StreamController::InitialStreams(c, 50, 0), 1u);       // bandwidth unknown
   c.fixed_streams = 3;
   EXPECT_EQ(StreamController::InitialStreams(c, 0.05, 5e9), 3u);
 }

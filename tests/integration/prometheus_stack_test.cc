@@ -331,13 +331,16 @@ TEST_F(PrometheusStackTest, GuideAndDashboardQueriesAnswerAndAlertsReachTheirRec
   config["profiling"]["cpu_duration"] = "1s";
   WriteFile(dir / "dwcp.yaml", Emit(config));
   const uint16_t no_collector = FreePort();
+  // The rollback webhook's shared secret: dwcpd checks it, Alertmanager sends it.
+  WriteFile(dir / "am/secrets/dwcp-rollback-token", "rollback-secret\n");
   auto node_flags = [&](const std::string& region) {
     return std::vector<std::string>{
         "--config",         (dir / "dwcp.yaml").string(),
         "--region",         region,
         "--advertise-host", "127.0.0.1",
         "--log-file",       "",
-        "--otlp-endpoint",  "127.0.0.1:" + std::to_string(no_collector)};
+        "--otlp-endpoint",  "127.0.0.1:" + std::to_string(no_collector),
+        "--rollout-webhook-token-file", (dir / "am/secrets/dwcp-rollback-token").string()};
   };
   cluster.StartNode("node-a", node_flags("eu-west"));
   cluster.StartNode("node-b", node_flags("eu-west"));
@@ -354,15 +357,23 @@ TEST_F(PrometheusStackTest, GuideAndDashboardQueriesAnswerAndAlertsReachTheirRec
   {
     YAML::Node am = YAML::LoadFile(kSource + "/deploy/alertmanager/alertmanager.yml");
     WriteFile(dir / "am/secrets/slack-webhook-url", slack.url("/slack"));
-    WriteFile(dir / "am/secrets/dwcp-rollback-token", "rollback-secret\n");
     am["global"]["slack_api_url_file"] = (dir / "am/secrets/slack-webhook-url").string();
     am["templates"][0] = kSource + "/deploy/alertmanager/templates/*.tmpl";
+    // The rollback receiver calls the real dwcpd (node-a) and, to see what was sent, the
+    // recorder as well.
+    const std::string dwcpd_rollback =
+        "http://127.0.0.1:" + std::to_string(cluster.node("node-a").api_port) +
+        "/api/v1/rollback";
     for (auto receiver : am["receivers"]) {
+      if (!receiver["webhook_configs"]) continue;
       for (auto w : receiver["webhook_configs"]) {
-        w["url"] = webhook.url("/api/v1/rollback");
+        w["url"] = dwcpd_rollback;
         w["http_config"]["authorization"]["credentials_file"] =
             (dir / "am/secrets/dwcp-rollback-token").string();
       }
+      YAML::Node copy = YAML::Clone(receiver["webhook_configs"][0]);
+      copy["url"] = webhook.url("/api/v1/rollback");
+      receiver["webhook_configs"].push_back(copy);
     }
     WriteFile(dir / "am/alertmanager.yml", Emit(am));
   }
@@ -614,6 +625,22 @@ TEST_F(PrometheusStackTest, GuideAndDashboardQueriesAnswerAndAlertsReachTheirRec
   EXPECT_EQ(payload.value("version", ""), "4");
   EXPECT_EQ(payload["alerts"][0]["labels"]["region"], "eu-west");
   EXPECT_TRUE(slack.WaitFor("DwcpV3RolloutNoGo", 30).has_value()) << slack.Dump();
+  // ... and dwcpd took it: eu-west is rolled back to v1 and counts it; us-east is untouched.
+  std::string eu_stage;
+  for (int i = 0; i < 100 && eu_stage != "v1"; ++i) {
+    auto r = HttpGet(cluster.node("node-a").api_port, "/api/v1/rollout?region=eu-west");
+    for (const auto& region : r.body["regions"]) {
+      if (region.value("region", "") == "eu-west") eu_stage = region.value("stage", "");
+    }
+    if (eu_stage != "v1") std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  EXPECT_EQ(eu_stage, "v1") << cluster.ReadLog("node-a");
+  EXPECT_GE(MetricValue(cluster.Metrics("node-a"), "dwcp_v3_rollout_rollbacks_total",
+                        "region=\"eu-west\""),
+            1);
+  EXPECT_GE(MetricValue(cluster.Metrics("node-a"), "dwcp_v3_rollout_webhook_requests_total",
+                        "result=\"rolled_back\""),
+            1);
 }
 
 }  // namespace
