@@ -1,5 +1,8 @@
 // The `dwcp` command line against real dwcpd processes, as a user runs it.
 #include <gtest/gtest.h>
+
+#include <chrono>
+#include <thread>
 #include <sys/wait.h>
 
 #include <cstdio>
@@ -28,6 +31,46 @@ CommandResult RunDwcp(const std::string& args) {
   int status = pclose(p);
   r.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
   return r;
+}
+
+// `dwcp bandwidth` changes caps while a migration runs, through any node (forwarded).
+TEST(CliIntegrationTest, BandwidthCapsChangeWhileAMigrationRuns) {
+  Cluster c;
+  c.StartNode("node-a");
+  c.StartNode("node-b");
+  const std::string api_a = "--api http://127.0.0.1:" + std::to_string(c.node("node-a").api_port);
+  const std::string api_b = "--api http://127.0.0.1:" + std::to_string(c.node("node-b").api_port);
+  ASSERT_EQ(RunDwcp("vm create " + api_a + " --vm vm-cap --node node-a --memory 128MiB").exit_code,
+            0);
+  auto started = RunDwcp("migrate " + api_a +
+                         " --vm vm-cap --to node-b --protocol v1 --bandwidth-limit 2MB/s "
+                         "--no-wait --json");
+  ASSERT_EQ(started.exit_code, 0) << started.output;
+  auto m = nlohmann::json::parse(started.output.substr(started.output.find('{')), nullptr, false);
+  ASSERT_FALSE(m.is_discarded()) << started.output;
+  const std::string id = m["id"];
+  std::this_thread::sleep_for(std::chrono::milliseconds(500));
+  // Lifted through node-b, which forwards to the source.
+  auto lifted = RunDwcp("bandwidth " + api_b + " --migration " + id + " unlimited");
+  EXPECT_EQ(lifted.exit_code, 0) << lifted.output;
+  EXPECT_NE(lifted.output.find("bandwidth limit removed"), std::string::npos) << lifted.output;
+  auto done = c.WaitForMigration("node-a", id);
+  EXPECT_EQ(done["result"], "success") << done.dump();
+  // At 2 MB/s the raw 128 MiB could not have gone in less than 67 s.
+  EXPECT_LT(done["total_ms"].get<double>(), 67000) << done.dump();
+  auto finished = RunDwcp("bandwidth " + api_a + " --migration " + id + " 1MB/s");
+  EXPECT_EQ(finished.exit_code, 1) << finished.output;
+  EXPECT_NE(finished.output.find("not running"), std::string::npos) << finished.output;
+
+  auto node = RunDwcp("bandwidth " + api_b + " --node node-a 50MB/s");
+  EXPECT_EQ(node.exit_code, 0) << node.output;
+  EXPECT_NE(node.output.find("node node-a: bandwidth limit 50.00 MB/s"), std::string::npos)
+      << node.output;
+  auto unknown = RunDwcp("bandwidth " + api_a + " --migration mig-000000000000 1MB/s");
+  EXPECT_EQ(unknown.exit_code, 1) << unknown.output;
+  EXPECT_NE(unknown.output.find("does not exist"), std::string::npos) << unknown.output;
+  EXPECT_EQ(RunDwcp("bandwidth " + api_a + " 1MB/s").exit_code, 2);  // neither --node nor --migration
+  EXPECT_EQ(RunDwcp("bandwidth " + api_a + " --node node-a fast").exit_code, 2);
 }
 
 TEST(CliIntegrationTest, CreateMigrateAndStatus) {
