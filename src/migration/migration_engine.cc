@@ -238,13 +238,6 @@ std::array<uint64_t, 3> MigrationEngine::bytes_by_mode() const {
   return {bytes_by_mode_[0].load(), bytes_by_mode_[1].load(), bytes_by_mode_[2].load()};
 }
 
-double MigrationEngine::PeerBandwidthHint(const std::string& peer) {
-  if (double forecast = pba_.Forecast(peer); forecast > 0) return forecast;
-  std::lock_guard lock(links_mu_);
-  auto it = link_bandwidth_.find(peer);
-  return it == link_bandwidth_.end() ? 0 : it->second;
-}
-
 amst::LinkMode MigrationEngine::LinkModeOf(const std::string& peer) {
   std::lock_guard lock(links_mu_);
   auto it = links_.find(peer);
@@ -711,7 +704,7 @@ awaitable<void> MigrationEngine::RunOutgoing(std::shared_ptr<Outgoing> m) {
   }
   amst::StreamController streams(
       stream_cfg, amst::StreamController::InitialStreams(stream_cfg, m->handshake_rtt_ms,
-                                                         PeerBandwidthHint(rec.dest_node)));
+                                                         pba_.Forecast(rec.dest_node)));
   uint32_t next_stream_index = 1;
   uint32_t streams_used = 1;
   SteadyTime last_control{};
@@ -1544,9 +1537,6 @@ amst::LinkMode MigrationEngine::ObserveLink(const std::string& peer,
   amst::ModeDetector& d = it->second;
   const amst::LinkMode before = d.mode();
   if (added) metrics_.links_in_mode(static_cast<int>(before)).Increment();
-  if (sample.bandwidth_bytes_per_second > 0) {
-    link_bandwidth_[peer] = sample.bandwidth_bytes_per_second;
-  }
   if (d.Observe(sample)) {
     const amst::LinkMode after = d.mode();
     metrics_.links_in_mode(static_cast<int>(before)).Decrement();

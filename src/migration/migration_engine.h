@@ -165,8 +165,7 @@ class MigrationEngine {
   amst::LinkMode ObserveLink(const std::string& peer, const amst::LinkSample& sample);
 
   DataPlaneContext DataContext();
-  // The last delivery rate measured toward `peer` (0: none yet), and its link mode.
-  double PeerBandwidthHint(const std::string& peer);
+  // The current link mode of `peer` (datacenter before its first measurement).
   amst::LinkMode LinkModeOf(const std::string& peer);
 
   bool ResolveInDoubt(const std::string& vm_id, const std::string& migration_id,
@@ -198,7 +197,6 @@ class MigrationEngine {
   std::atomic<bool> listening_{false};
   std::mutex links_mu_;
   std::map<std::string, amst::ModeDetector> links_;  // by peer node id
-  std::map<std::string, double> link_bandwidth_;     // by peer node id: last delivery rate
   std::atomic<uint64_t> protocol_errors_{0};
   std::atomic<uint64_t> digest_mismatches_{0};
   std::atomic<uint64_t> streams_joined_{0};

@@ -1,5 +1,5 @@
-// Internal to src/obs: type-checked reads of YAML config values that name the key on
-// failure (the `sla:` and `anomaly:` blocks). Not a public interface.
+// Type-checked reads of YAML config values that name the key on failure, shared by the
+// config blocks that components parse themselves (`sla:`, `anomaly:`, `rollout:`).
 #pragma once
 
 #include <yaml-cpp/yaml.h>

@@ -7,31 +7,18 @@
 #include <set>
 
 #include "common/units.h"
+#include "obs/yaml_read.h"
 
 namespace dwcp::rollout {
 namespace {
 
-template <typename T>
-Status Scalar(const YAML::Node& node, const std::string& key, T* out) {
-  // yaml-cpp reads an empty value ("key:") as null; never guess.
-  if (!node.IsDefined() || node.IsNull()) {
-    return InvalidArgument("config key '" + key + "' has no value");
-  }
-  if (!node.IsScalar()) return InvalidArgument("config key '" + key + "' must be a scalar");
-  try {
-    *out = node.as<T>();
-  } catch (const YAML::Exception& e) {
-    return InvalidArgument("config key '" + key + "': " + e.msg);
-  }
-  return Status::Ok();
-}
+using obs::yaml_read::Key;
+using obs::yaml_read::Scalar;
 
 Status Duration(const YAML::Node& node, const std::string& key, std::chrono::milliseconds* out) {
-  std::string text;
-  DWCP_RETURN_IF_ERROR(Scalar(node, key, &text));
-  auto ms = ParseDurationMillis(text);
-  if (!ms.ok()) return InvalidArgument("config key '" + key + "': " + ms.status().message());
-  *out = std::chrono::milliseconds(*ms);
+  int64_t ms = 0;
+  DWCP_RETURN_IF_ERROR(obs::yaml_read::DurationMillis(node, key, &ms));
+  *out = std::chrono::milliseconds(ms);
   return Status::Ok();
 }
 
@@ -46,16 +33,6 @@ Status Percent(const YAML::Node& node, const std::string& key, double* out) {
     if (used != text.size()) throw std::invalid_argument(text);
   } catch (const std::exception&) {
     return InvalidArgument("config key '" + key + "' must be a percentage like 25 or 25%");
-  }
-  return Status::Ok();
-}
-
-Status Key(const YAML::Node& key, const std::string& prefix, std::set<std::string>* seen,
-           std::string* out) {
-  if (!key.IsScalar()) return InvalidArgument("config block '" + prefix + "' has a non-string key");
-  *out = key.Scalar();
-  if (!seen->insert(*out).second) {
-    return InvalidArgument("config key '" + prefix + "." + *out + "' is given twice");
   }
   return Status::Ok();
 }

@@ -16,23 +16,6 @@
 namespace dwcp::testing {
 namespace {
 
-struct CommandResult {
-  int exit_code = -1;
-  std::string output;  // stdout and stderr
-};
-
-CommandResult RunDwcp(const std::string& args) {
-  CommandResult r;
-  std::string cmd = std::string(DWCP_BINARY) + " " + args + " 2>&1";
-  FILE* p = popen(cmd.c_str(), "r");
-  char buf[4096];
-  size_t n;
-  while ((n = fread(buf, 1, sizeof buf, p)) > 0) r.output.append(buf, n);
-  int status = pclose(p);
-  r.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-  return r;
-}
-
 // `dwcp bandwidth` changes caps while a migration runs, through any node (forwarded).
 TEST(CliIntegrationTest, BandwidthCapsChangeWhileAMigrationRuns) {
   Cluster c;

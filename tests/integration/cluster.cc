@@ -61,6 +61,18 @@ HttpReply HttpPost(uint16_t port, const std::string& path, const nlohmann::json&
   return ToReply(c.Post(path, body.dump(), "application/json"));
 }
 
+CommandResult RunDwcp(const std::string& args) {
+  CommandResult r;
+  std::string cmd = std::string(DWCP_BINARY) + " " + args + " 2>&1";
+  FILE* p = popen(cmd.c_str(), "r");
+  char buf[4096];
+  size_t n;
+  while ((n = fread(buf, 1, sizeof buf, p)) > 0) r.output.append(buf, n);
+  int status = pclose(p);
+  r.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+  return r;
+}
+
 double MetricValue(const std::string& text, const std::string& name, const std::string& labels) {
   std::istringstream in(text);
   std::string line;

@@ -22,6 +22,13 @@ struct HttpReply {
 HttpReply HttpGet(uint16_t port, const std::string& path);
 HttpReply HttpPost(uint16_t port, const std::string& path, const nlohmann::json& body);
 
+// Runs the `dwcp` CLI (DWCP_BINARY) with `args` through the shell.
+struct CommandResult {
+  int exit_code = -1;
+  std::string output;  // stdout and stderr
+};
+CommandResult RunDwcp(const std::string& args);
+
 // Sums the samples of `name` in Prometheus text whose labels include every one of `labels`
 // (comma-separated as written, e.g. `direction="sent"`; empty: every series of `name`).
 // NaN if no series matches.

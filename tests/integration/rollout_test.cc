@@ -43,23 +43,6 @@ HttpReply Post(uint16_t port, const std::string& path, const json& body,
   return ToReply(c.Post(path, headers, body.dump(), "application/json"));
 }
 
-struct CommandResult {
-  int exit_code = -1;
-  std::string output;  // stdout and stderr
-};
-
-CommandResult RunDwcp(const std::string& args) {
-  CommandResult r;
-  std::string cmd = std::string(DWCP_BINARY) + " " + args + " 2>&1";
-  FILE* p = popen(cmd.c_str(), "r");
-  char buf[4096];
-  size_t n;
-  while ((n = fread(buf, 1, sizeof buf, p)) > 0) r.output.append(buf, n);
-  int status = pclose(p);
-  r.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-  return r;
-}
-
 double Metric(Cluster& c, const std::string& node, const std::string& name,
               const std::string& labels = "") {
   double v = MetricValue(c.Metrics(node), name, labels);
