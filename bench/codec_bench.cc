@@ -69,7 +69,7 @@ void BM_BatchMetrics(benchmark::State& state) {
     metrics.bytes_sent.Increment(1 << 20);
     metrics.hde_input_bytes.Increment(1 << 20);
     metrics.hde_output_bytes.Increment(800000);
-    metrics.compression_v3.Observe(1.3);
+    metrics.compression_lz4.Observe(1.3);
     metrics.pages_zero.Increment(60);
     metrics.pages_raw.Increment(196);
     metrics.wire_sent.Increment(800024);

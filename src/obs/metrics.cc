@@ -163,11 +163,6 @@ Metrics::Metrics(std::shared_ptr<prometheus::Registry> r)
                            .Help("Encoded bytes the HDE encoder produced")
                            .Register(*r)
                            .Add({})),
-      compression_v3(BuildHistogram()
-                         .Name("dwcp_v3_compression_ratio")
-                         .Help("Guest bytes per encoded byte of each page batch, by algorithm")
-                         .Register(*r)
-                         .Add({{"algorithm", "zero"}}, kRatioBuckets)),
       compression_v1(BuildHistogram()
                          .Name("dwcp_v3_compression_ratio")
                          .Help("Guest bytes per encoded byte of each page batch, by algorithm")

@@ -150,7 +150,6 @@ class Metrics {
   prometheus::Counter& delta_base_misses;   // ...{result="miss"}
   prometheus::Counter& hde_input_bytes;     // dwcp_v3_hde_input_bytes_total
   prometheus::Counter& hde_output_bytes;    // dwcp_v3_hde_output_bytes_total
-  prometheus::Histogram& compression_v3;    // dwcp_v3_compression_ratio{algorithm="zero"}
   prometheus::Histogram& compression_v1;    // dwcp_v3_compression_ratio{algorithm="none"} (also
                                             // HDE batches sent without a codec)
   prometheus::Histogram& compression_lz4;   // ...{algorithm="lz4"}
