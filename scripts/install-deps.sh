@@ -17,10 +17,14 @@ packages=(
   # real components the tests start (promtool checks the exposition and deploy/ rules;
   # amtool checks deploy/alertmanager/)
   prometheus prometheus-alertmanager
+  # etcd v3 (3.4): the clustered StateStore's tests start real members (tests/acp/)
+  etcd-server etcd-client
   # deploy/ checks of the YAML no Debian tool validates (tests/deploy/check_yaml.py)
   python3-yaml
   # tools the tests and demo use
   curl procps iproute2 python3
+  # headless browser of the dashboard's end-to-end test (tests/e2e/, driven by playwright-core)
+  chromium
 )
 
 missing=()

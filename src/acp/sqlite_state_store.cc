@@ -5,6 +5,8 @@
 #include <algorithm>
 #include <cstdint>
 #include <limits>
+#include <set>
+#include <string>
 #include <thread>
 #include <utility>
 
@@ -58,7 +60,14 @@ CREATE TABLE IF NOT EXISTS migrations (
   dest_digest       TEXT    NOT NULL,
   created_ms        INTEGER NOT NULL,
   updated_ms        INTEGER NOT NULL,
-  finished_ms       INTEGER NOT NULL
+  finished_ms       INTEGER NOT NULL,
+  trace_id              TEXT    NOT NULL DEFAULT '',
+  precopy_started_ms    INTEGER NOT NULL DEFAULT 0,
+  switchover_started_ms INTEGER NOT NULL DEFAULT 0,
+  commit_started_ms     INTEGER NOT NULL DEFAULT 0,
+  amst_seconds          REAL    NOT NULL DEFAULT 0,
+  hde_seconds           REAL    NOT NULL DEFAULT 0,
+  acp_seconds           REAL    NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS migrations_by_created ON migrations (created_ms DESC, id DESC);
 CREATE TABLE IF NOT EXISTS leases (
@@ -78,6 +87,19 @@ CREATE TABLE IF NOT EXISTS rollouts (
   changed_ms INTEGER NOT NULL
 );
 )sql";
+
+// Schema 3 added the migration timeline columns; an older file gets those it lacks, with
+// their defaults.
+constexpr std::pair<const char*, const char*> kMigrationTimelineColumns[] = {
+    {"trace_id", "TEXT NOT NULL DEFAULT ''"},
+    {"precopy_started_ms", "INTEGER NOT NULL DEFAULT 0"},
+    {"switchover_started_ms", "INTEGER NOT NULL DEFAULT 0"},
+    {"commit_started_ms", "INTEGER NOT NULL DEFAULT 0"},
+    {"amst_seconds", "REAL NOT NULL DEFAULT 0"},
+    {"hde_seconds", "REAL NOT NULL DEFAULT 0"},
+    {"acp_seconds", "REAL NOT NULL DEFAULT 0"},
+};
+constexpr char kMigrationColumns[] = "SELECT name FROM pragma_table_info('migrations')";
 
 constexpr char kJournalModeWal[] = "PRAGMA journal_mode = WAL";
 constexpr char kGetUserVersion[] = "PRAGMA user_version";
@@ -116,8 +138,9 @@ constexpr char kUpsertMigration[] =
     "INSERT INTO migrations (id, vm_id, source_node, dest_node, phase, error, protocol, round, "
     "memory_bytes, bytes_transferred, network_bytes, remaining_bytes, throughput_bps, "
     "downtime_ms, total_ms, epoch_before, source_digest, dest_digest, created_ms, updated_ms, "
-    "finished_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, "
-    "?16, ?17, ?18, ?19, ?20, ?21) "
+    "finished_ms, trace_id, precopy_started_ms, switchover_started_ms, commit_started_ms, "
+    "amst_seconds, hde_seconds, acp_seconds) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, "
+    "?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?23, ?24, ?25, ?26, ?27, ?28, ?29) "
     "ON CONFLICT (id) DO UPDATE SET vm_id = excluded.vm_id, "
     "source_node = excluded.source_node, dest_node = excluded.dest_node, "
     "phase = excluded.phase, error = excluded.error, protocol = excluded.protocol, "
@@ -128,17 +151,23 @@ constexpr char kUpsertMigration[] =
     "epoch_before = excluded.epoch_before, source_digest = excluded.source_digest, "
     "dest_digest = excluded.dest_digest, "
     "created_ms = CASE WHEN ?22 = 0 THEN migrations.created_ms ELSE excluded.created_ms END, "
-    "updated_ms = excluded.updated_ms, finished_ms = excluded.finished_ms";
+    "updated_ms = excluded.updated_ms, finished_ms = excluded.finished_ms, "
+    "trace_id = excluded.trace_id, precopy_started_ms = excluded.precopy_started_ms, "
+    "switchover_started_ms = excluded.switchover_started_ms, "
+    "commit_started_ms = excluded.commit_started_ms, amst_seconds = excluded.amst_seconds, "
+    "hde_seconds = excluded.hde_seconds, acp_seconds = excluded.acp_seconds";
 constexpr char kGetMigration[] =
     "SELECT id, vm_id, source_node, dest_node, phase, error, protocol, round, memory_bytes, "
     "bytes_transferred, network_bytes, remaining_bytes, throughput_bps, downtime_ms, total_ms, "
-    "epoch_before, source_digest, dest_digest, created_ms, updated_ms, finished_ms "
-    "FROM migrations WHERE id = ?1";
+    "epoch_before, source_digest, dest_digest, created_ms, updated_ms, finished_ms, trace_id, "
+    "precopy_started_ms, switchover_started_ms, commit_started_ms, amst_seconds, hde_seconds, "
+    "acp_seconds FROM migrations WHERE id = ?1";
 constexpr char kListMigrations[] =
     "SELECT id, vm_id, source_node, dest_node, phase, error, protocol, round, memory_bytes, "
     "bytes_transferred, network_bytes, remaining_bytes, throughput_bps, downtime_ms, total_ms, "
-    "epoch_before, source_digest, dest_digest, created_ms, updated_ms, finished_ms "
-    "FROM migrations ORDER BY created_ms DESC, id DESC LIMIT ?1";
+    "epoch_before, source_digest, dest_digest, created_ms, updated_ms, finished_ms, trace_id, "
+    "precopy_started_ms, switchover_started_ms, commit_started_ms, amst_seconds, hde_seconds, "
+    "acp_seconds FROM migrations ORDER BY created_ms DESC, id DESC LIMIT ?1";
 
 constexpr char kGetLease[] = "SELECT holder, expires_ms FROM leases WHERE name = ?1";
 constexpr char kPutLease[] =
@@ -279,6 +308,13 @@ MigrationRecord ReadMigration(sqlite3_stmt* stmt) {
   m.created_ms = r.Int();
   m.updated_ms = r.Int();
   m.finished_ms = r.Int();
+  m.trace_id = r.Text();
+  m.precopy_started_ms = r.Int();
+  m.switchover_started_ms = r.Int();
+  m.commit_started_ms = r.Int();
+  m.amst_seconds = r.Real();
+  m.hde_seconds = r.Real();
+  m.acp_seconds = r.Real();
   return m;
 }
 
@@ -377,8 +413,24 @@ Status SqliteStateStore::Init() {
     }
     if (version == kSchemaVersion) return Status::Ok();
     // Every statement is CREATE ... IF NOT EXISTS: a new file gets every table, an older one
-    // the tables added since its version (2: rollouts).
+    // the tables added since its version (2: rollouts) ...
     DWCP_RETURN_IF_ERROR(Exec(kCreateSchema));
+    // ... and the columns added since (3: the migration timeline).
+    std::set<std::string> columns;
+    {
+      sqlite3_stmt* list = Prepare(kMigrationColumns, &st);
+      if (list == nullptr) return st;
+      StmtReset reset(list);
+      int rc;
+      while ((rc = sqlite3_step(list)) == SQLITE_ROW) columns.insert(Reader(list).Text());
+      if (rc != SQLITE_DONE) return SqlError(rc, "read migration columns");
+    }
+    for (const auto& [name, declaration] : kMigrationTimelineColumns) {
+      if (columns.count(name) != 0) continue;
+      const std::string add =
+          std::string("ALTER TABLE migrations ADD COLUMN ") + name + " " + declaration;
+      DWCP_RETURN_IF_ERROR(Exec(add.c_str()));
+    }
     // A constant, not a value: PRAGMA arguments cannot be bound.
     const std::string set_version = "PRAGMA user_version = " + std::to_string(kSchemaVersion);
     return Exec(set_version.c_str());
@@ -704,7 +756,14 @@ Status SqliteStateStore::WriteMigration(const MigrationRecord& m, int64_t now) {
       .Int(m.created_ms != 0 ? m.created_ms : now)
       .Int(now)
       .Int(m.finished_ms)
-      .Int(m.created_ms);
+      .Int(m.created_ms)
+      .Text(m.trace_id)
+      .Int(m.precopy_started_ms)
+      .Int(m.switchover_started_ms)
+      .Int(m.commit_started_ms)
+      .Real(m.amst_seconds)
+      .Real(m.hde_seconds)
+      .Real(m.acp_seconds);
   if (b.rc() != SQLITE_OK) return SqlError(b.rc(), "bind migration");
   const int rc = sqlite3_step(stmt);
   if (rc != SQLITE_DONE) return SqlError(rc, "put migration");

@@ -33,7 +33,7 @@ namespace dwcp::acp {
 class SqliteStateStore final : public StateStore {
  public:
   // 1: nodes, vms, migrations, leases. 2: rollouts (a version 1 file gains the table on open).
-  static constexpr int kSchemaVersion = 2;
+  static constexpr int kSchemaVersion = 3;
   static constexpr std::chrono::milliseconds kBusyTimeout{10'000};
   static constexpr std::chrono::milliseconds kBusyRetryDeadline{30'000};
 
@@ -74,6 +74,10 @@ class SqliteStateStore final : public StateStore {
                              int64_t ttl_ms) override;
   // FailedPrecondition (releasing nothing) if another holder has an unexpired lease.
   Status ReleaseLease(const std::string& name, const std::string& holder) override;
+
+  // {1, 1, "", "sqlite"} while the file can be read and written; Unavailable (naming the
+  // path) otherwise. Defined in sqlite_state_store_health.cc.
+  Result<StoreHealth> Health() override;
 
   const std::string& path() const { return path_; }
 

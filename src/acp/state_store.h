@@ -1,6 +1,7 @@
 // ACP's StateStore: the cluster's source of truth for nodes, VM ownership, migrations and
 // the v1→v3 rollout.
-// SQLite (sqlite_state_store.h) for one host; etcd later for a real cluster.
+// SQLite (sqlite_state_store.h) for one host, etcd (etcd_state_store.h) for a real cluster;
+// store_factory.h opens the one a configuration names.
 #pragma once
 
 #include <cstdint>
@@ -73,6 +74,14 @@ struct MigrationRecord {
   int64_t created_ms = 0;
   int64_t updated_ms = 0;
   int64_t finished_ms = 0;  // 0 while running
+  // The timeline and where the time went, for a migration's detail view.
+  std::string trace_id;               // trace of the migrate_vm span (32 hex digits)
+  int64_t precopy_started_ms = 0;     // wall ms when each phase began; 0 until it does
+  int64_t switchover_started_ms = 0;  // the VM paused
+  int64_t commit_started_ms = 0;      // the ownership commit began
+  double amst_seconds = 0;            // time in AMST (sending and waiting on the link)
+  double hde_seconds = 0;             // time in HDE (encoding and decoding)
+  double acp_seconds = 0;             // time in ACP (store transactions)
 };
 
 // The rollout of v3 over v1 in one region (src/rollout, docs/rollout.md): which stage every
@@ -94,6 +103,17 @@ struct Lease {
   std::string name;
   std::string holder;
   int64_t expires_ms = 0;  // wall ms
+};
+
+// What the store's members say about themselves, for the quorum gauge and `acp` health.
+struct StoreHealth {
+  int members = 0;      // members the store has (SQLite: 1, the file)
+  int healthy = 0;      // members that answer and take part in a quorum
+  std::string leader;   // name of the member that leads ("" when none or not applicable)
+  std::string backend;  // "sqlite" | "etcd"
+
+  // A majority of the members is healthy: writes can commit.
+  bool quorum() const { return members > 0 && healthy > members / 2; }
 };
 
 // Thread-safe. Every method is one linearizable transaction against the store.
@@ -143,6 +163,10 @@ class StateStore {
                                      int64_t ttl_ms) = 0;
   // Releases the lease if `holder` has it; OK if it is not held at all.
   virtual Status ReleaseLease(const std::string& name, const std::string& holder) = 0;
+
+  // Asks every member whether it answers (each with a short deadline of its own); an error
+  // only when no member can be asked at all (Unavailable, naming what was tried).
+  virtual Result<StoreHealth> Health() = 0;
 };
 
 }  // namespace dwcp::acp

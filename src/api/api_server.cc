@@ -4,6 +4,8 @@
 
 #include <nlohmann/json.hpp>
 
+#include "amst/mode_detector.h"
+#include "api/web_assets.h"
 #include "common/units.h"
 #include "node/node.h"
 #include "obs/log.h"
@@ -72,7 +74,14 @@ json MigrationJson(const acp::MigrationRecord& m) {
           {"dest_digest", m.dest_digest},
           {"created_ms", m.created_ms},
           {"updated_ms", m.updated_ms},
-          {"finished_ms", m.finished_ms}};
+          {"finished_ms", m.finished_ms},
+          {"trace_id", m.trace_id},
+          {"precopy_started_ms", m.precopy_started_ms},
+          {"switchover_started_ms", m.switchover_started_ms},
+          {"commit_started_ms", m.commit_started_ms},
+          {"amst_seconds", m.amst_seconds},
+          {"hde_seconds", m.hde_seconds},
+          {"acp_seconds", m.acp_seconds}};
 }
 
 // Parses the request body as a JSON object.
@@ -158,7 +167,9 @@ void ApiServer::AddRoutes() {
         [this, method](const httplib::Request& q, httplib::Response& s) { (this->*method)(q, s); };
   };
   routes_ = {
-      {"GET", "/", "This index", false, bind(&ApiServer::Index)},
+      {"GET", "/", "The web dashboard (docs/dashboard.md)", false, ServeWebAsset},
+      {"GET", R"(/assets/[^/]+)", "The dashboard's scripts and styles", false, ServeWebAsset},
+      {"GET", "/api/v1/", "This index (JSON)", false, bind(&ApiServer::Index)},
       {"GET", "/healthz", "Liveness: 200 while the process serves", false,
        bind(&ApiServer::Healthz)},
       {"GET", "/readyz", "Readiness: 200 once registered and listening", false,
@@ -168,12 +179,19 @@ void ApiServer::AddRoutes() {
        "JSON summary: migrations, latency quantiles, throughput, "
        "errors, health, resources",
        false, bind(&ApiServer::MetricsSummary)},
+      {"GET", "/metrics/summary/history",
+       "The last 15 minutes of the summary, a point per 5 s (?node=ID: another node's)", false,
+       bind(&ApiServer::MetricsSummaryHistory)},
       {"GET", R"(/metrics/(amst|hde|pba|acp|ass|itp))", "One component's metrics", false,
        bind(&ApiServer::ComponentMetrics)},
       {"GET", "/api/v1/log-level", "The current log level", false, bind(&ApiServer::GetLogLevel)},
       {"PUT", "/api/v1/log-level", "Change the log level: {\"level\": \"debug\"}", true,
        bind(&ApiServer::SetLogLevel)},
       {"GET", "/api/v1/nodes", "Nodes of the cluster", false, bind(&ApiServer::ListNodes)},
+      {"GET", "/api/v1/links",
+       "Links between nodes as measured: mode, bandwidth, RTT, PBA's forecast "
+       "(?scope=local: this node's only)",
+       false, bind(&ApiServer::ListLinks)},
       {"GET", "/api/v1/vms", "VMs and where they run", false, bind(&ApiServer::ListVms)},
       {"POST", "/api/v1/vms", "Create and boot a VM", true, bind(&ApiServer::CreateVm)},
       {"GET", R"(/api/v1/vms/([^/]+))", "One VM", false, bind(&ApiServer::GetVm)},
@@ -266,15 +284,17 @@ void ApiServer::Stop() {
 }
 
 void ApiServer::Index(const httplib::Request&, httplib::Response& res) {
-  std::string text =
-      "dwcpd " + std::string(node::kVersion) + " on " + node_.config().node_id + "\n\n";
+  json routes = json::array();
   for (const auto& r : routes_) {
-    char line[256];
-    std::snprintf(line, sizeof line, "%-5s %-32s %s\n", r.method.c_str(), r.pattern.c_str(),
-                  r.help.c_str());
-    text += line;
+    routes.push_back(
+        {{"method", r.method}, {"path", r.pattern}, {"help", r.help}, {"mutating", r.mutating}});
   }
-  res.set_content(text, "text/plain");
+  SendJson(res, 200,
+           {{"service", "dwcpd"},
+            {"version", node::kVersion},
+            {"node", node_.config().node_id},
+            {"region", node_.config().region},
+            {"routes", routes}});
 }
 
 void ApiServer::Healthz(const httplib::Request&, httplib::Response& res) {
@@ -303,12 +323,22 @@ void ApiServer::ComponentMetrics(const httplib::Request& req, httplib::Response&
                   "text/plain; version=0.0.4; charset=utf-8");
 }
 
-void ApiServer::MetricsSummary(const httplib::Request&, httplib::Response& res) {
+void ApiServer::MetricsSummary(const httplib::Request& req, httplib::Response& res) {
+  const std::string node = req.get_param_value("node");
+  if (!node.empty() && node != node_.config().node_id) return ForwardGet(node, req.path, res);
   obs::SummaryContext ctx{node_.config().node_id, node_.migrations_per_minute()};
   nlohmann::json summary = obs::Summary(node_.metrics().Collect(), ctx);
   summary["sla"] = node_.sla().SlaSummary();
   summary["anomalies"] = node_.anomaly().AnomalySummary(20);
   SendJson(res, 200, summary);
+}
+
+void ApiServer::MetricsSummaryHistory(const httplib::Request& req, httplib::Response& res) {
+  const std::string node = req.get_param_value("node");
+  if (!node.empty() && node != node_.config().node_id) return ForwardGet(node, req.path, res);
+  nlohmann::json history = node_.summary_history().ToJson();
+  history["node"] = node_.config().node_id;
+  SendJson(res, 200, history);
 }
 
 void ApiServer::GetLogLevel(const httplib::Request&, httplib::Response& res) {
@@ -582,6 +612,71 @@ void ApiServer::SetNodeBandwidth(const httplib::Request& req, httplib::Response&
   if (id != node_.config().node_id) return Forward(id, req, res);
   node_.engine().SetNodeBandwidthLimit(limit);
   SendJson(res, 200, {{"node", id}, {"bandwidth_limit", limit}});
+}
+
+void ApiServer::ListLinks(const httplib::Request& req, httplib::Response& res) {
+  const std::string& self = node_.config().node_id;
+  json links = json::array();
+  for (const auto& l : node_.engine().Links()) {
+    json link = {{"source", l.outgoing ? self : l.peer},
+                 {"destination", l.outgoing ? l.peer : self},
+                 {"measured_by", self},
+                 {"mode", amst::LinkModeName(l.mode)},
+                 {"rtt_ms", l.sample.rtt_ms},
+                 {"bandwidth_bytes_per_second", l.sample.bandwidth_bytes_per_second},
+                 {"loss_ratio", l.sample.loss_ratio},
+                 {"predicted_bandwidth_bytes_per_second", nullptr},
+                 {"model", nullptr},
+                 {"accuracy_percent", nullptr},
+                 {"updated_ms", l.updated_ms}};
+    if (l.forecast) {
+      link["predicted_bandwidth_bytes_per_second"] = l.forecast->bandwidth;
+      link["model"] = l.forecast->model;
+      link["accuracy_percent"] = l.forecast->accuracy_percent;
+    }
+    links.push_back(std::move(link));
+  }
+  if (req.get_param_value("scope") == "local") return SendJson(res, 200, {{"links", links}});
+
+  // The cluster's view: every other live node's own measurements.
+  auto nodes = node_.store().ListNodes();
+  if (!nodes.ok()) return SendError(res, nodes.status());
+  json unreachable = json::array();
+  const int64_t now = node_.clock().WallMillis();
+  for (const auto& n : *nodes) {
+    if (n.id == self || n.state != "up" || now - n.heartbeat_ms > node_.node_alive_window_ms()) {
+      continue;
+    }
+    httplib::Client client(n.api_url);
+    client.set_connection_timeout(1);
+    client.set_read_timeout(2);
+    auto reply = client.Get("/api/v1/links?scope=local");
+    json body = reply && reply->status == 200
+                    ? json::parse(reply->body, nullptr, /*allow_exceptions=*/false)
+                    : json();
+    if (!body.is_object() || !body.contains("links") || !body["links"].is_array()) {
+      unreachable.push_back(n.id);
+      continue;
+    }
+    for (auto& link : body["links"]) links.push_back(std::move(link));
+  }
+  SendJson(res, 200, {{"links", links}, {"unreachable", unreachable}});
+}
+
+void ApiServer::ForwardGet(const std::string& node_id, const std::string& path,
+                           httplib::Response& res) {
+  auto target = node_.store().GetNode(node_id);
+  if (!target.ok()) return SendError(res, NotFound("node " + node_id + " does not exist"));
+  httplib::Client client(target->api_url);
+  client.set_connection_timeout(2);
+  client.set_read_timeout(5);
+  auto reply = client.Get(path, {{"X-Dwcp-Forwarded", node_.config().node_id}});
+  if (!reply) {
+    return SendError(res, Unavailable("node " + node_id + " at " + target->api_url +
+                                      " is unreachable: " + httplib::to_string(reply.error())));
+  }
+  res.status = reply->status;
+  res.set_content(reply->body, reply->get_header_value("Content-Type"));
 }
 
 void ApiServer::Forward(const std::string& node_id, const httplib::Request& req,

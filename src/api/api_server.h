@@ -1,5 +1,6 @@
 // dwcpd's HTTP API (/api/v1/, docs/api.md), /metrics and health checks. Every endpoint is
-// one row of the route table, which also renders the index page at "/".
+// one row of the route table, which also renders the JSON index at "/api/v1/"; "/" is the web
+// dashboard (web_assets.h).
 #pragma once
 
 #include <functional>
@@ -53,6 +54,8 @@ class ApiServer {
   void Metrics(const httplib::Request& req, httplib::Response& res);
   void ComponentMetrics(const httplib::Request& req, httplib::Response& res);
   void MetricsSummary(const httplib::Request& req, httplib::Response& res);
+  void MetricsSummaryHistory(const httplib::Request& req, httplib::Response& res);
+  void ListLinks(const httplib::Request& req, httplib::Response& res);
   void GetLogLevel(const httplib::Request& req, httplib::Response& res);
   void SetLogLevel(const httplib::Request& req, httplib::Response& res);
   void ListNodes(const httplib::Request& req, httplib::Response& res);
@@ -71,6 +74,8 @@ class ApiServer {
 
   // Relays a mutating request to the node that must execute it.
   void Forward(const std::string& node_id, const httplib::Request& req, httplib::Response& res);
+  // GET `path` (no query) from another node and relay its answer.
+  void ForwardGet(const std::string& node_id, const std::string& path, httplib::Response& res);
 
   node::Node& node_;
   std::unique_ptr<httplib::Server> server_;

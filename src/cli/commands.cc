@@ -428,6 +428,8 @@ struct DemoFlags {
   std::string interval = "1s";
   std::string dwcpd;
   int64_t count = 0;
+  bool stack = false;
+  std::string deploy_dir = "deploy";
 };
 
 int Demo(const CommonFlags& common, const DemoFlags& flags) {
@@ -438,6 +440,8 @@ int Demo(const CommonFlags& common, const DemoFlags& flags) {
   options.dwcpd = flags.dwcpd;
   options.count = flags.count;
   options.json = common.json;
+  options.stack = flags.stack;
+  options.deploy_dir = flags.deploy_dir;
   int exit_code = kExitOk;
   if (!ParseFlag<uint64_t>("--memory", flags.memory, ParseBytes, &options.memory_bytes,
                            &exit_code) ||
@@ -602,7 +606,14 @@ int RunCli(int argc, char** argv) {
   demo->add_option("--count", demo_flags.count, "migrations to run, then stop (0 = forever)")
       ->check(CLI::NonNegativeNumber)
       ->capture_default_str();
+  demo->add_flag("--stack", demo_flags.stack,
+                 "also run Prometheus and Alertmanager (Debian packages) with the shipped rules, "
+                 "scraping the demo (make demo STACK=1)");
+  demo->add_option("--deploy-dir", demo_flags.deploy_dir,
+                   "the shipped deploy/ configuration that --stack uses")
+      ->capture_default_str();
   demo->footer(
+      "The dashboard is at the first node's API URL (http://127.0.0.1:8080/ when free).\n"
       "Ctrl-C (or SIGTERM) lets the running migration finish, stops every dwcpd and exits 0.\n"
       "Exit 1 when a node fails to start or dies, or (with --count) a migration failed.");
 

@@ -2,6 +2,8 @@
 
 #include <arpa/inet.h>
 #include <fcntl.h>
+#include <fmt/format.h>
+#include <httplib.h>
 #include <netinet/in.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
@@ -26,6 +28,7 @@
 
 #include "cli/api_client.h"
 #include "cli/console.h"
+#include "cli/demo_stack.h"
 #include "cli/format.h"
 #include "common/units.h"
 
@@ -38,6 +41,9 @@ using std::chrono::seconds;
 using SteadyClock = std::chrono::steady_clock;
 
 constexpr auto kReadyTimeout = seconds(20);
+constexpr auto kStackReadyTimeout = seconds(60);
+constexpr int kDemoPrometheusPort = 9090;
+constexpr int kDemoAlertmanagerPort = 9093;
 constexpr auto kStopWaitForMigration = seconds(30);
 constexpr auto kNodeStopTimeout = seconds(10);
 constexpr auto kPollInterval = milliseconds(200);
@@ -146,8 +152,22 @@ class DemoRunner {
   };
   enum class Ready { kReady, kFailed, kStopped };
 
+  // A server of the --stack (Prometheus, Alertmanager).
+  struct StackServer {
+    std::string name;
+    std::string url;
+    std::string log_path;
+    pid_t pid = -1;
+    bool alive = false;
+  };
+
   bool stop_requested() const { return g_stop_signals > 0; }
   Ready StartNode(Child& child);
+  // The webhook secret the nodes and Alertmanager share; false (reported) on failure.
+  bool WriteRollbackToken();
+  // Starts Prometheus and Alertmanager; false (reported) when they cannot run.
+  bool StartStack(std::set<int>* used_ports);
+  void StopStack();
   void PrintBanner(const std::string& dwcpd);
   bool CreateVms();
   // Runs migrations until stopped or `count` is reached; false on a fatal problem.
@@ -169,6 +189,7 @@ class DemoRunner {
   Console console_;
   std::mt19937_64 rng_;
   std::vector<Child> children_;
+  std::vector<StackServer> stack_;
   std::unique_ptr<ApiClient> api_;
   bool node_died_ = false;
 };
@@ -195,6 +216,10 @@ int DemoRunner::Run() {
     return 1;
   }
   for (DemoNode& node : *plan) children_.push_back(Child{node, -1, false});
+  if (!WriteRollbackToken()) return 1;
+  console_.Info("dwcp demo: starting " + std::to_string(children_.size()) +
+                " dwcpd nodes on 127.0.0.1" +
+                (options_.stack ? ", then Prometheus and Alertmanager" : "") + "...");
 
   g_stop_signals = 0;
   struct sigaction action = {};
@@ -229,12 +254,22 @@ int DemoRunner::Run() {
     }
   }
   bool all_started = exit_code == 0 && !stop_requested();
+  if (all_started && options_.stack) {
+    std::set<int> used;
+    for (const Child& c : children_)
+      used.insert({c.node.api_port, c.node.data_port, c.node.pprof_port});
+    if (!StartStack(&used)) {
+      all_started = false;
+      exit_code = 1;
+    }
+  }
   if (all_started) {
     PrintBanner(*dwcpd);
     api_ = std::make_unique<ApiClient>(children_.front().node.api_url());
     if (!CreateVms() || !MigrationLoop()) exit_code = 1;
   }
   StopNodes();
+  StopStack();
   sigaction(SIGINT, &old_int, nullptr);
   sigaction(SIGTERM, &old_term, nullptr);
   return exit_code;
@@ -277,10 +312,149 @@ DemoRunner::Ready DemoRunner::StartNode(Child& child) {
   return Ready::kFailed;
 }
 
+bool DemoRunner::WriteRollbackToken() {
+  const std::string path = options_.data_dir + "/rollback-token";
+  if (std::filesystem::exists(path)) return true;  // an earlier run's: the nodes still use it
+  std::random_device random;
+  std::string token;
+  for (int i = 0; i < 4; ++i) token += fmt::format("{:08x}", random());
+  int fd = open(path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+  bool ok = fd >= 0 && write(fd, token.data(), token.size()) == static_cast<ssize_t>(token.size());
+  if (fd >= 0) close(fd);
+  if (!ok) console_.Error("dwcp demo: cannot write " + path + ": " + std::strerror(errno));
+  return ok;
+}
+
+bool DemoRunner::StartStack(std::set<int>* used_ports) {
+  const char* path_env = std::getenv("PATH");
+  const std::string prometheus = FindOnPath("prometheus", path_env ? path_env : "");
+  const std::string alertmanager = FindOnPath("prometheus-alertmanager", path_env ? path_env : "");
+  if (prometheus.empty() || alertmanager.empty()) {
+    console_.Error(std::string("dwcp demo: --stack needs ") +
+                   (prometheus.empty() ? "prometheus" : "prometheus-alertmanager") +
+                   " on $PATH (Debian packages prometheus and prometheus-alertmanager; "
+                   "scripts/install-deps.sh installs them)");
+    return false;
+  }
+  LoopbackPortProber ports;
+  Result<int> prom_port = PickPort(kDemoPrometheusPort, ports, used_ports);
+  Result<int> am_port = PickPort(kDemoAlertmanagerPort, ports, used_ports);
+  if (!prom_port.ok() || !am_port.ok()) {
+    console_.Error("dwcp demo: " + (prom_port.ok() ? am_port : prom_port).status().message());
+    return false;
+  }
+  DemoStackPlan plan;
+  plan.deploy_dir = options_.deploy_dir;
+  plan.dir = options_.data_dir + "/stack";
+  plan.prometheus_port = *prom_port;
+  plan.alertmanager_port = *am_port;
+  plan.rollback_token_file = options_.data_dir + "/rollback-token";
+  std::vector<DemoNode> nodes;
+  for (const Child& c : children_) nodes.push_back(c.node);
+  if (Status st = WriteDemoStackConfig(plan, nodes); !st.ok()) {
+    console_.Error("dwcp demo: " + st.message());
+    return false;
+  }
+  const std::vector<std::pair<std::string, std::vector<std::string>>> servers = {
+      {"alertmanager", AlertmanagerArgs(alertmanager, plan)},
+      {"prometheus", PrometheusArgs(prometheus, plan)}};
+  for (const auto& [name, args] : servers) {
+    StackServer server;
+    server.name = name;
+    server.log_path = plan.dir + "/" + name + ".log";
+    server.url =
+        "http://127.0.0.1:" +
+        std::to_string(name == "prometheus" ? plan.prometheus_port : plan.alertmanager_port);
+    Result<pid_t> pid = SpawnNode(args, server.log_path);
+    if (!pid.ok()) {
+      console_.Error("dwcp demo: cannot start " + name + ": " + pid.status().message());
+      return false;
+    }
+    server.pid = *pid;
+    server.alive = true;
+    stack_.push_back(server);
+    console_.Info("starting " + name + " (pid " + std::to_string(server.pid) + ", " + server.url +
+                  ", log " + server.log_path + ")");
+  }
+  // Both answer /-/ready with 200 once their configuration is loaded.
+  auto deadline = SteadyClock::now() + kStackReadyTimeout;
+  for (StackServer& server : stack_) {
+    httplib::Client probe(server.url);
+    probe.set_connection_timeout(0, 500'000);
+    probe.set_read_timeout(2);
+    while (true) {
+      if (stop_requested()) return false;
+      int status = 0;
+      if (waitpid(server.pid, &status, WNOHANG) == server.pid) {
+        server.alive = false;
+        console_.Error("dwcp demo: " + server.name + " " + DescribeWaitStatus(status) +
+                       "; last lines of " + server.log_path + ":\n" +
+                       TailFile(server.log_path, kLogTailLines));
+        return false;
+      }
+      if (auto ready = probe.Get("/-/ready"); ready && ready->status == 200) break;
+      if (SteadyClock::now() > deadline) {
+        console_.Error("dwcp demo: " + server.name + " did not become ready within " +
+                       std::to_string(kStackReadyTimeout.count()) + " s; see " + server.log_path);
+        return false;
+      }
+      std::this_thread::sleep_for(milliseconds(200));
+    }
+  }
+  return true;
+}
+
+void DemoRunner::StopStack() {
+  for (StackServer& server : stack_) {
+    if (server.alive) kill(server.pid, SIGTERM);
+  }
+  for (StackServer& server : stack_) {
+    if (!server.alive) continue;
+    auto deadline = SteadyClock::now() + kNodeStopTimeout;
+    int status = 0;
+    while (waitpid(server.pid, &status, WNOHANG) == 0 && SteadyClock::now() < deadline) {
+      std::this_thread::sleep_for(milliseconds(50));
+    }
+    if (kill(server.pid, 0) == 0) {
+      kill(server.pid, SIGKILL);
+      while (waitpid(server.pid, &status, 0) < 0 && errno == EINTR) {
+      }
+    }
+    server.alive = false;
+  }
+}
+
 void DemoRunner::PrintBanner(const std::string& dwcpd) {
+  const DemoNode& first = children_.front().node;
+  const std::string api = first.api_url();
   console_.Info("");
-  console_.Info("dwcp demo: " + std::to_string(children_.size()) + " nodes up (" + dwcpd +
-                ", data in " + options_.data_dir + ")");
+  console_.Info("DWCP v3 demo: " + std::to_string(children_.size()) +
+                " dwcpd nodes on 127.0.0.1 live-migrating " + std::to_string(options_.vms) +
+                " synthetic VMs (" + FormatBytes(options_.memory_bytes) +
+                " each), v1 and v3 "
+                "side by side; state and logs in " +
+                options_.data_dir);
+  console_.Info("");
+  console_.Info("  Dashboard     " + api + "/");
+  console_.Info("  Metrics       " + api + "/metrics   (JSON: " + api + "/metrics/summary)");
+  console_.Info("  Profiles      http://127.0.0.1:" + std::to_string(first.pprof_port) +
+                "/debug/pprof/   (google-pprof reads them)");
+  if (stack_.empty()) {
+    console_.Info(
+        "  Prometheus    not started (make demo STACK=1 adds Prometheus and "
+        "Alertmanager with the shipped rules)");
+  } else {
+    for (const char* name : {"prometheus", "alertmanager"}) {
+      for (const StackServer& server : stack_) {
+        if (server.name != name) continue;
+        console_.Info(server.name == "prometheus"
+                          ? "  Prometheus    " + server.url + "/alerts   (rules from " +
+                                options_.deploy_dir + "/prometheus/rules)"
+                          : "  Alertmanager  " + server.url + "/");
+      }
+    }
+  }
+  console_.Info("");
   std::vector<std::vector<std::string>> rows;
   for (const Child& c : children_) {
     rows.push_back({c.node.id, c.node.api_url(),
@@ -291,15 +465,21 @@ void DemoRunner::PrintBanner(const std::string& dwcpd) {
       RenderTable({"NODE", "API and /metrics", "PROFILES", "LOG (JSON lines)"}, rows);
   table.pop_back();
   console_.Info(table);
-  std::string api = children_.front().node.api_url();
   std::string flag = api == kDefaultApiUrl ? "" : " --api " + api;
   const std::string& other = children_.size() > 1 ? children_[1].node.id : children_[0].node.id;
-  console_.Info("In another terminal:");
-  console_.Info("  dwcp status" + flag);
-  console_.Info("  dwcp vm create" + flag + " --vm vm-100 --node " + other +
+  // This dwcp as the user can type it from here (build/dwcp after `make demo`).
+  std::error_code ec;
+  std::string dwcp = std::filesystem::read_symlink("/proc/self/exe", ec).string();
+  std::string relative = std::filesystem::relative(dwcp, ec).string();
+  if (!ec && !relative.empty() && relative.rfind("..", 0) != 0) dwcp = relative;
+  if (ec || dwcp.empty()) dwcp = "dwcp";
+  console_.Info("");
+  console_.Info("Try, in another terminal:");
+  console_.Info("  " + dwcp + " status" + flag);
+  console_.Info("  " + dwcp + " vm create" + flag + " --vm vm-100 --node " + other +
                 " --memory 512MiB --dirty-rate 20MB/s");
-  console_.Info("  dwcp migrate" + flag + " --vm vm-100 --to " + children_[0].node.id);
-  console_.Info("Ctrl-C stops the demo.");
+  console_.Info("  " + dwcp + " migrate" + flag + " --vm vm-100 --to " + children_[0].node.id);
+  console_.Info("Ctrl-C stops the demo (dwcpd: " + dwcpd + ").");
   console_.Info("");
 }
 
@@ -573,29 +753,17 @@ Result<std::vector<DemoNode>> PlanDemoNodes(int count, const std::string& data_d
 
 std::vector<std::string> DwcpdArgs(const std::string& dwcpd, const DemoNode& node,
                                    const std::string& data_dir) {
-  return {dwcpd,
-          "--node-id",
-          node.id,
-          "--region",
-          "local",
-          "--api-listen",
-          "127.0.0.1:" + std::to_string(node.api_port),
-          "--data-listen",
-          "127.0.0.1:" + std::to_string(node.data_port),
-          "--pprof-listen",
-          "127.0.0.1:" + std::to_string(node.pprof_port),
-          "--advertise-host",
-          "127.0.0.1",
-          "--tls",
+  return {dwcpd, "--node-id", node.id, "--region", "local", "--api-listen",
+          "127.0.0.1:" + std::to_string(node.api_port), "--data-listen",
+          "127.0.0.1:" + std::to_string(node.data_port), "--pprof-listen",
+          "127.0.0.1:" + std::to_string(node.pprof_port), "--advertise-host", "127.0.0.1", "--tls",
           "false",
           // Half the migrations v1, half v3: the rollout compares real migrations of both
           // and decides GO / NO-GO (docs/rollout.md) for the dashboard's v1 vs v3 panel.
-          "--rollout-initial-stage",
-          "majority",
-          "--data-dir",
-          node.data_dir,
-          "--store",
-          data_dir + "/state.db"};
+          "--rollout-initial-stage", "majority", "--data-dir", node.data_dir, "--store",
+          data_dir + "/state.db",
+          // Alertmanager's NO-GO rollbacks (make demo STACK=1) authenticate with it.
+          "--rollout-webhook-token-file", data_dir + "/rollback-token"};
 }
 
 Result<std::string> FindDwcpd(const std::string& explicit_path, const std::string& self_exe,
@@ -608,15 +776,20 @@ Result<std::string> FindDwcpd(const std::string& explicit_path, const std::strin
     std::string beside = std::filesystem::path(self_exe).parent_path().string() + "/dwcpd";
     if (IsExecutableFile(beside)) return beside;
   }
-  std::stringstream dirs(path_env);
-  std::string dir;
-  while (std::getline(dirs, dir, ':')) {
-    std::string candidate = (dir.empty() ? "." : dir) + "/dwcpd";
-    if (IsExecutableFile(candidate)) return candidate;
-  }
+  if (std::string found = FindOnPath("dwcpd", path_env); !found.empty()) return found;
   return Status(
       NotFound("cannot find dwcpd next to this dwcp or on $PATH; build it (`make build`) or pass "
                "--dwcpd PATH"));
+}
+
+std::string FindOnPath(const std::string& name, const std::string& path_env) {
+  std::stringstream dirs(path_env);
+  std::string dir;
+  while (std::getline(dirs, dir, ':')) {
+    std::string candidate = (dir.empty() ? "." : dir) + "/" + name;
+    if (IsExecutableFile(candidate)) return candidate;
+  }
+  return "";
 }
 
 std::string DescribeWaitStatus(int wait_status) {

@@ -20,6 +20,10 @@ struct DemoOptions {
   std::string dwcpd;  // empty: next to this binary, then $PATH
   int64_t count = 0;  // migrations to run; 0 = until SIGINT/SIGTERM
   bool json = false;  // final migration JSON per line on stdout; other text on stderr
+  // Also run Prometheus and Alertmanager (Debian packages) with the shipped configuration
+  // from `deploy_dir`, scraping the demo nodes (src/cli/demo_stack.h).
+  bool stack = false;
+  std::string deploy_dir = "deploy";
 };
 
 // Runs the demo and returns the process exit code: 0 after SIGINT/SIGTERM or when `count`
@@ -68,7 +72,8 @@ struct DemoNode {
 Result<std::vector<DemoNode>> PlanDemoNodes(int count, const std::string& data_dir,
                                             PortProber& ports);
 
-// argv (program path first) that starts `node` in a demo sharing `<data_dir>/state.db`.
+// argv (program path first) that starts `node` in a demo sharing `<data_dir>/state.db`
+// and the rollback webhook secret `<data_dir>/rollback-token`.
 std::vector<std::string> DwcpdArgs(const std::string& dwcpd, const DemoNode& node,
                                    const std::string& data_dir);
 
@@ -77,6 +82,9 @@ std::vector<std::string> DwcpdArgs(const std::string& dwcpd, const DemoNode& nod
 // NotFound with a hint otherwise.
 Result<std::string> FindDwcpd(const std::string& explicit_path, const std::string& self_exe,
                               const std::string& path_env);
+
+// The first executable `name` on `path_env` (a $PATH value); "" when there is none.
+std::string FindOnPath(const std::string& name, const std::string& path_env);
 
 // "exited with status 1", "was killed by signal 9 (Killed)" for a waitpid() status.
 std::string DescribeWaitStatus(int wait_status);

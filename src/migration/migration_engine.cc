@@ -467,14 +467,22 @@ awaitable<void> MigrationEngine::RunOutgoing(std::shared_ptr<Outgoing> m) {
   const obs::trace::SpanContext root_ctx = m->root.context();
   const std::string trace_id = root_ctx.valid() ? root_ctx.TraceIdHex() : "";
   const std::string span_id = root_ctx.valid() ? root_ctx.SpanIdHex() : "";
+  rec.trace_id = trace_id;
   obs::trace::Span transfer;  // transfer_data: every round, pre-copy and stop-and-copy
   obs::trace::Span step;      // the current step's span, failed with the migration
 
+  // Where the time went so far, for the migration's record.
+  auto record_shares = [&] {
+    rec.amst_seconds = shares.amst;
+    rec.hde_seconds = shares.hde;
+    rec.acp_seconds = shares.acp;
+  };
   // Writes progress to the store at most four times a second (or when forced).
   auto progress = [&](bool force_write) {
     auto now = clock_.Now();
     if (!force_write && now - last_progress < Ms(250)) return;
     last_progress = now;
+    record_shares();
     ScopedTime t(clock_, &shares.acp);
     Status st = store_.PutMigration(rec);
     if (!st.ok()) {
@@ -502,6 +510,7 @@ awaitable<void> MigrationEngine::RunOutgoing(std::shared_ptr<Outgoing> m) {
     m->root.SetAttribute("rounds", rec.round);
     rec.finished_ms = clock_.WallMillis();
     rec.total_ms = Seconds(clock_.Now() - t_start) * 1e3;
+    record_shares();
     Status st;
     {
       ScopedTime t(clock_, &shares.acp);
@@ -635,7 +644,8 @@ awaitable<void> MigrationEngine::RunOutgoing(std::shared_ptr<Outgoing> m) {
     double rtt_ms = Seconds(clock_.Now() - sent_at) * 1e3;
     m->handshake_rtt_ms = rtt_ms;
     step.SetAttribute("net.rtt_ms", rtt_ms);
-    m->root.SetAttribute("mode", amst::LinkModeName(ObserveLink(rec.dest_node, {rtt_ms, 0, 0})));
+    m->root.SetAttribute("mode",
+                         amst::LinkModeName(ObserveLink(rec.dest_node, {rtt_ms, 0, 0}, true)));
     if (st.ok()) st = expect(ack, wire::Control::kHelloAck);
     if (st.ok() && ack->hello_ack().version() == 0) {
       st = FailedPrecondition("no common protocol version: " + ack->hello_ack().error());
@@ -836,7 +846,7 @@ awaitable<void> MigrationEngine::RunOutgoing(std::shared_ptr<Outgoing> m) {
     // PBA scores its forecast for this link against the measurement, and learns from it.
     pba_.Observe(rec.dest_node, link.bandwidth_bytes_per_second,
                  wall > 0 ? static_cast<double>(t.payload_bytes) / wall : 0);
-    mode = ObserveLink(rec.dest_node, link);
+    mode = ObserveLink(rec.dest_node, link, true);
     round_span.SetAttribute("mode", amst::LinkModeName(mode));
     round_span.SetAttribute("net.rtt_ms", link.rtt_ms);
     m->root.SetAttribute("mode", amst::LinkModeName(mode));
@@ -857,6 +867,7 @@ awaitable<void> MigrationEngine::RunOutgoing(std::shared_ptr<Outgoing> m) {
   step.End();
   transfer = StartSpan("transfer_data", "migration", &root_ctx);
   rec.phase = acp::kPhasePrecopy;
+  rec.precopy_started_ms = clock_.WallMillis();
   task.SetState("precopy round 1");
   progress(true);
   guest.StartDirtyLog();
@@ -904,6 +915,7 @@ awaitable<void> MigrationEngine::RunOutgoing(std::shared_ptr<Outgoing> m) {
 
   // --- stop and copy
   rec.phase = acp::kPhaseSwitchover;
+  rec.switchover_started_ms = clock_.WallMillis();
   task.SetState("switchover: guest paused, sending the last pages");
   progress(true);
   guest.Pause();
@@ -961,6 +973,8 @@ awaitable<void> MigrationEngine::RunOutgoing(std::shared_ptr<Outgoing> m) {
 
   // --- commit the ownership change (the point of no return)
   rec.phase = acp::kPhaseCommitting;
+  rec.commit_started_ms = clock_.WallMillis();
+  record_shares();
   task.SetState("committing ownership");
   acp::VmRecord moved = m->vm_before;
   moved.node_id = rec.dest_node;
@@ -1289,7 +1303,7 @@ awaitable<void> MigrationEngine::ServeIncoming(std::shared_ptr<amst::Connection>
       }
       current_round = c.round_begin().round();
       count_mode_bytes();
-      mode = ObserveLink(source_node, conn->SampleLink());
+      mode = ObserveLink(source_node, conn->SampleLink(), false);
       if (current_round == 2 && !warm_digest.valid()) {
         // Round 1 (every page) has been sent: hash it while the next rounds arrive.
         warm_digest = std::async(std::launch::async, [guest] { (void)guest->Digest(); });
@@ -1530,9 +1544,15 @@ awaitable<void> MigrationEngine::ServeJoinedStream(std::shared_ptr<amst::Connect
   conn->Close();
 }
 
-amst::LinkMode MigrationEngine::ObserveLink(const std::string& peer,
-                                            const amst::LinkSample& sample) {
+amst::LinkMode MigrationEngine::ObserveLink(const std::string& peer, const amst::LinkSample& sample,
+                                            bool outgoing) {
   std::lock_guard lock(links_mu_);
+  auto& [last, at] = link_samples_[{peer, outgoing}];
+  const double bandwidth = last.bandwidth_bytes_per_second;
+  last = sample;
+  // An RTT-only sample (the handshake) keeps the last measured bandwidth.
+  if (sample.bandwidth_bytes_per_second == 0) last.bandwidth_bytes_per_second = bandwidth;
+  at = clock_.WallMillis();
   auto [it, added] = links_.try_emplace(peer, config_.link_modes);
   amst::ModeDetector& d = it->second;
   const amst::LinkMode before = d.mode();
@@ -1551,6 +1571,23 @@ amst::LinkMode MigrationEngine::ObserveLink(const std::string& peer,
                   {"loss_ratio", sample.loss_ratio}});
   }
   return d.mode();
+}
+
+std::vector<MigrationEngine::LinkReport> MigrationEngine::Links() {
+  std::vector<LinkReport> out;
+  std::lock_guard lock(links_mu_);
+  for (const auto& [key, value] : link_samples_) {
+    LinkReport r;
+    r.peer = key.first;
+    r.outgoing = key.second;
+    auto it = links_.find(r.peer);
+    if (it != links_.end()) r.mode = it->second.mode();
+    r.sample = value.first;
+    r.updated_ms = value.second;
+    if (r.outgoing) r.forecast = pba_.Describe(r.peer);
+    out.push_back(std::move(r));
+  }
+  return out;
 }
 
 bool MigrationEngine::ResolveInDoubt(const std::string& vm_id, const std::string& migration_id,

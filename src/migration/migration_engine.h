@@ -19,7 +19,9 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "acp/state_store.h"
@@ -147,6 +149,18 @@ class MigrationEngine {
   // Additional data streams that joined incoming migrations since start.
   uint64_t streams_joined() const { return streams_joined_; }
 
+  // What this node last measured of its links, one per peer and direction, with PBA's
+  // forecast for the links it sends on (GET /api/v1/links).
+  struct LinkReport {
+    std::string peer;
+    bool outgoing = true;  // measured while sending to the peer, else while receiving
+    amst::LinkMode mode = amst::LinkMode::kDatacenter;
+    amst::LinkSample sample;
+    int64_t updated_ms = 0;
+    std::optional<pba::LinkForecast> forecast;  // outgoing links PBA has scored
+  };
+  std::vector<LinkReport> Links();
+
  private:
   struct Active;
   struct Outgoing;
@@ -159,15 +173,17 @@ class MigrationEngine {
                                           wire::StreamJoin join);
   // Opens, authenticates and joins one more data stream of an outgoing migration.
   asio::awaitable<void> OpenExtraStream(std::shared_ptr<Outgoing> m, uint32_t index);
-  // Resolves an incoming migration whose source went quiet after verification: resume if
-  // the store says we own the VM, otherwise cancel it in the store so the source keeps it.
-  // Feeds a link measurement for `peer`; logs and counts a mode switch. Returns the mode.
-  amst::LinkMode ObserveLink(const std::string& peer, const amst::LinkSample& sample);
+  // Feeds a link measurement for `peer`, taken while sending to it (`outgoing`) or
+  // receiving from it; logs and counts a mode switch. Returns the mode.
+  amst::LinkMode ObserveLink(const std::string& peer, const amst::LinkSample& sample,
+                             bool outgoing);
 
   DataPlaneContext DataContext();
   // The current link mode of `peer` (datacenter before its first measurement).
   amst::LinkMode LinkModeOf(const std::string& peer);
 
+  // Resolves an incoming migration whose source went quiet after verification: resume if
+  // the store says we own the VM, otherwise cancel it in the store so the source keeps it.
   bool ResolveInDoubt(const std::string& vm_id, const std::string& migration_id,
                       const std::string& source_node, uint64_t epoch);
 
@@ -197,6 +213,8 @@ class MigrationEngine {
   std::atomic<bool> listening_{false};
   std::mutex links_mu_;
   std::map<std::string, amst::ModeDetector> links_;  // by peer node id
+  // The last measurement of each link: (peer, outgoing) → sample, wall ms. links_mu_.
+  std::map<std::pair<std::string, bool>, std::pair<amst::LinkSample, int64_t>> link_samples_;
   std::atomic<uint64_t> protocol_errors_{0};
   std::atomic<uint64_t> digest_mismatches_{0};
   std::atomic<uint64_t> streams_joined_{0};

@@ -8,6 +8,7 @@
 #include <iostream>
 #include <set>
 
+#include "acp/store_factory.h"
 #include "amst/connection.h"
 #include "common/units.h"
 #include "hde/codec_selector.h"
@@ -45,6 +46,18 @@ Status ReadDuration(const YAML::Node& node, const std::string& key, int64_t* ms)
 }
 
 }  // namespace
+
+acp::StoreOptions StoreOptionsOf(const NodeConfig& c) {
+  acp::StoreOptions o;
+  o.store = c.StorePath();
+  o.ca_file = c.store_ca_file;
+  o.cert_file = c.store_cert_file;
+  o.key_file = c.store_key_file;
+  o.username = c.store_username;
+  o.password_file = c.store_password_file;
+  o.timeout = std::chrono::milliseconds(c.store_timeout_ms);
+  return o;
+}
 
 Status LoadYamlConfig(const std::string& path, NodeConfig* c) {
   YAML::Node root;
@@ -88,6 +101,18 @@ Status LoadYamlConfig(const std::string& path, NodeConfig* c) {
       DWCP_RETURN_IF_ERROR(ReadScalar(v, key, &c->data_dir));
     } else if (key == "store") {
       DWCP_RETURN_IF_ERROR(ReadScalar(v, key, &c->store));
+    } else if (key == "store_ca_file") {
+      DWCP_RETURN_IF_ERROR(ReadScalar(v, key, &c->store_ca_file));
+    } else if (key == "store_cert_file") {
+      DWCP_RETURN_IF_ERROR(ReadScalar(v, key, &c->store_cert_file));
+    } else if (key == "store_key_file") {
+      DWCP_RETURN_IF_ERROR(ReadScalar(v, key, &c->store_key_file));
+    } else if (key == "store_username") {
+      DWCP_RETURN_IF_ERROR(ReadScalar(v, key, &c->store_username));
+    } else if (key == "store_password_file") {
+      DWCP_RETURN_IF_ERROR(ReadScalar(v, key, &c->store_password_file));
+    } else if (key == "store_timeout") {
+      DWCP_RETURN_IF_ERROR(ReadScalar(v, key, &c->store_timeout));
     } else if (key == "log_level") {
       DWCP_RETURN_IF_ERROR(ReadScalar(v, key, &c->log_level));
     } else if (key == "log_file") {
@@ -251,6 +276,16 @@ Status ValidateNodeConfig(NodeConfig* c) {
                         : !wildcard(api_host) ? api_host
                                               : "127.0.0.1";
   }
+  {
+    auto timeout = ParseDurationMillis(c->store_timeout);
+    if (!timeout.ok() || *timeout <= 0) {
+      return InvalidArgument("--store-timeout must be a positive duration like 2s, not '" +
+                             c->store_timeout + "'");
+    }
+    c->store_timeout_ms = *timeout;
+    acp::StoreOptions so = StoreOptionsOf(*c);
+    DWCP_RETURN_IF_ERROR(acp::ValidateStoreOptions(so));
+  }
   obs::LogLevel level;
   if (!obs::ParseLogLevel(c->log_level, &level)) {
     return InvalidArgument("--log-level must be debug, info, warn or error, not '" + c->log_level +
@@ -371,8 +406,19 @@ Result<NodeConfig> ParseNodeConfig(int argc, char** argv, bool* exit_now) {
                  "listen host; 127.0.0.1 when both are wildcards)");
   app.add_option("--data-dir", flags.data_dir, "State directory")->capture_default_str();
   app.add_option("--store", flags.store,
-                 "SQLite state store shared by the nodes of one host "
-                 "(default: DATA_DIR/state.db)");
+                 "State store: a SQLite file shared by the nodes of one host (default: "
+                 "DATA_DIR/state.db), or an etcd cluster etcd://HOST:PORT[,HOST:PORT...]");
+  app.add_option("--store-ca-file", flags.store_ca_file,
+                 "etcd store: PEM CA of the etcd members (turns on TLS)");
+  app.add_option("--store-cert-file", flags.store_cert_file,
+                 "etcd store: PEM client certificate (with --store-key-file)");
+  app.add_option("--store-key-file", flags.store_key_file, "etcd store: PEM client key");
+  app.add_option("--store-username", flags.store_username, "etcd store: user to authenticate as");
+  app.add_option("--store-password-file", flags.store_password_file,
+                 "etcd store: file whose first line is the user's password");
+  app.add_option("--store-timeout", flags.store_timeout,
+                 "etcd store: deadline of each store call, retries included")
+      ->capture_default_str();
   app.add_option("--log-level", flags.log_level, "debug, info, warn or error")
       ->capture_default_str();
   app.add_option("--log-file", flags.log_file, "Write JSON logs here instead of stderr");
@@ -469,6 +515,12 @@ Result<NodeConfig> ParseNodeConfig(int argc, char** argv, bool* exit_now) {
   if (given("--advertise-host")) config.advertise_host = flags.advertise_host;
   if (given("--data-dir")) config.data_dir = flags.data_dir;
   if (given("--store")) config.store = flags.store;
+  if (given("--store-ca-file")) config.store_ca_file = flags.store_ca_file;
+  if (given("--store-cert-file")) config.store_cert_file = flags.store_cert_file;
+  if (given("--store-key-file")) config.store_key_file = flags.store_key_file;
+  if (given("--store-username")) config.store_username = flags.store_username;
+  if (given("--store-password-file")) config.store_password_file = flags.store_password_file;
+  if (given("--store-timeout")) config.store_timeout = flags.store_timeout;
   if (given("--log-level")) config.log_level = flags.log_level;
   if (given("--log-file")) config.log_file = flags.log_file;
   if (given("--api-token")) config.api_token = flags.api_token;

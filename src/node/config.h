@@ -6,6 +6,7 @@
 #include <string>
 #include <vector>
 
+#include "acp/store_factory.h"
 #include "common/status.h"
 #include "obs/anomaly.h"
 #include "obs/sla.h"
@@ -42,7 +43,12 @@ struct NodeConfig {
   std::string data_listen = "0.0.0.0:7070";  // DWCP data connections
   std::string advertise_host;                // how peers reach us; default from the listeners
   std::string data_dir = "/var/lib/dwcp";
-  std::string store;  // SQLite file; default <data_dir>/state.db
+  std::string store;  // SQLite file (default <data_dir>/state.db) or etcd://host:port,...
+  // etcd store only (docs/configuration.md): TLS, authentication and the per-call deadline.
+  std::string store_ca_file, store_cert_file, store_key_file;
+  std::string store_username, store_password_file;
+  std::string store_timeout = "2s";
+  int64_t store_timeout_ms = 2000;  // filled by ValidateNodeConfig
   std::string log_level = "info";
   std::string log_file;                         // default: stderr
   std::string api_token;                        // bearer token for mutating API calls; "" = none
@@ -84,7 +90,11 @@ struct NodeConfig {
   rollout::RolloutConfig rollout;  // `rollout:` the v1→v3 rollout (docs/rollout.md)
 
   std::string StorePath() const { return store.empty() ? data_dir + "/state.db" : store; }
+  bool EtcdStore() const { return store.rfind("etcd://", 0) == 0; }
 };
+
+// The store options of `config` (StorePath() and the store_* keys), for acp::OpenStateStore.
+acp::StoreOptions StoreOptionsOf(const NodeConfig& config);
 
 // Parses dwcpd's command line (and the --config file it names). Returns InvalidArgument with
 // a message meant for the user on any bad flag, key or value; for --help and --version, prints

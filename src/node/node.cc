@@ -7,7 +7,7 @@
 #include <cstring>
 #include <random>
 
-#include "acp/sqlite_state_store.h"
+#include "acp/store_factory.h"
 #include "amst/connection.h"
 #include "amst/tls.h"
 #include "api/api_server.h"
@@ -70,9 +70,10 @@ Result<std::unique_ptr<Node>> Node::Start(NodeConfig config, Clock& clock) {
 
 Status Node::Init() {
   started_ms_ = clock_.WallMillis();
+  summary_history_.SetOrigin(started_ms_);  // every counter starts at zero here
   DWCP_RETURN_IF_ERROR(MakeDirs(config_.data_dir));
-  DWCP_RETURN_IF_ERROR(MakeDirs(DirName(config_.StorePath())));
-  auto store = acp::SqliteStateStore::Open(config_.StorePath(), clock_);
+  if (!config_.EtcdStore()) DWCP_RETURN_IF_ERROR(MakeDirs(DirName(config_.StorePath())));
+  auto store = acp::OpenStateStore(StoreOptionsOf(config_), clock_);
   if (!store.ok()) return store.status();
   store_ = std::move(store).value();
 
@@ -283,6 +284,7 @@ void Node::BackgroundLoop() {
     obs::AnomalyTick tick = obs::AnomalyTick::FromFamilies(families);
     tick.prediction_error = engine_->bandwidth_predictor().mean_error();
     anomaly_->Tick(tick);
+    summary_history_.Offer(families, clock_.WallMillis());
     rollout_->Tick();
     lock.lock();
   }
@@ -363,10 +365,25 @@ void Node::SampleHealthAndResources(bool store_ok, double store_seconds) {
   }
   migrations_per_minute_ = s.migrations - migration_history_.front().second;
 
-  // Health: ACP = the store takes writes (slow = degraded); AMST = the data listener accepts
-  // (recent protocol errors = degraded); HDE = content verifies (recent mismatches = degraded).
-  metrics_.quorum_healthy().Set(store_ok ? 1 : 0);  // SQLite: one member, the file
-  metrics_.SetHealth(Component::kAcp, !store_ok             ? obs::kHealthDown
+  // Health: ACP = the store takes writes and its members have a quorum (slow = degraded);
+  // AMST = the data listener accepts (recent protocol errors = degraded); HDE = content
+  // verifies (recent mismatches = degraded). The quorum gauge is the share of the store's
+  // members that answer: SQLite has one, the file; etcd reports its members (docs/acp.md).
+  bool quorum = store_ok;
+  double healthy_ratio = store_ok ? 1 : 0;
+  if (store_) {
+    auto health = store_->Health();
+    if (health.ok() && health->members > 0) {
+      healthy_ratio = static_cast<double>(health->healthy) / health->members;
+      quorum = health->quorum();
+      if (!store_ok && health->backend == "sqlite") healthy_ratio = 0;  // the file took no write
+    } else {
+      healthy_ratio = 0;
+      quorum = false;
+    }
+  }
+  metrics_.quorum_healthy().Set(healthy_ratio);
+  metrics_.SetHealth(Component::kAcp, !store_ok || !quorum  ? obs::kHealthDown
                                       : store_seconds > 1.0 ? obs::kHealthDegraded
                                                             : obs::kHealthy);
   metrics_.SetHealth(Component::kAmst, !engine_->listening()        ? obs::kHealthDown

@@ -20,6 +20,7 @@
 #include "node/config.h"
 #include "obs/anomaly.h"
 #include "obs/sla.h"
+#include "obs/summary_history.h"
 #include "obs/metrics.h"
 #include "rollout/controller.h"
 #include "vm/vm_table.h"
@@ -73,6 +74,8 @@ class Node {
   bool ready() const { return ready_; }
   const obs::SlaEvaluator& sla() const { return *sla_; }
   const obs::AnomalyDetector& anomaly() const { return *anomaly_; }
+  // The last 15 minutes of the summary, one point per 5 s (GET /metrics/summary/history).
+  const obs::SummaryHistory& summary_history() const { return summary_history_; }
   rollout::RolloutController& rollout() { return *rollout_; }
   // Finished migrations (this node as source) over the last minute.
   double migrations_per_minute() const { return migrations_per_minute_.load(); }
@@ -108,6 +111,7 @@ class Node {
   std::unique_ptr<acp::StateStore> store_;
   std::unique_ptr<obs::SlaEvaluator> sla_;
   std::unique_ptr<obs::AnomalyDetector> anomaly_;
+  obs::SummaryHistory summary_history_;
   std::unique_ptr<rollout::RolloutController> rollout_;
   vm::VmTable vms_;
   asio::io_context io_;

@@ -2,6 +2,7 @@
 
 #include <prometheus/text_serializer.h>
 
+#include <algorithm>
 #include <cmath>
 #include <limits>
 #include <map>
@@ -27,10 +28,14 @@ std::string LabelOf(const prometheus::ClientMetric& m, const std::string& name) 
 
 double ValueOf(const prometheus::MetricFamily& f, const prometheus::ClientMetric& m) {
   switch (f.type) {
-    case prometheus::MetricType::Counter: return m.counter.value;
-    case prometheus::MetricType::Gauge: return m.gauge.value;
-    case prometheus::MetricType::Histogram: return static_cast<double>(m.histogram.sample_count);
-    default: return m.untyped.value;
+    case prometheus::MetricType::Counter:
+      return m.counter.value;
+    case prometheus::MetricType::Gauge:
+      return m.gauge.value;
+    case prometheus::MetricType::Histogram:
+      return static_cast<double>(m.histogram.sample_count);
+    default:
+      return m.untyped.value;
   }
 }
 
@@ -64,20 +69,33 @@ std::vector<prometheus::MetricFamily> ComponentView(
   return out;
 }
 
-double HistogramQuantile(const std::vector<prometheus::MetricFamily>& families,
-                         const std::string& name, double q, const std::string& label,
-                         const std::string& value) {
+HistogramCounts HistogramOf(const std::vector<prometheus::MetricFamily>& families,
+                            const std::string& name, const std::string& label,
+                            const std::string& value) {
+  HistogramCounts out;
   const auto* f = Find(families, name);
-  if (f == nullptr || f->type != prometheus::MetricType::Histogram) return std::nan("");
-  std::map<double, double> cumulative;  // upper bound → count
-  double total = 0;
+  if (f == nullptr || f->type != prometheus::MetricType::Histogram) return out;
   for (const auto& m : f->metric) {
     if (!label.empty() && LabelOf(m, label) != value) continue;
     for (const auto& b : m.histogram.bucket) {
-      cumulative[b.upper_bound] += static_cast<double>(b.cumulative_count);
+      out.cumulative[b.upper_bound] += static_cast<double>(b.cumulative_count);
     }
-    total += static_cast<double>(m.histogram.sample_count);
+    out.total += static_cast<double>(m.histogram.sample_count);
   }
+  return out;
+}
+
+HistogramCounts HistogramCounts::Minus(const HistogramCounts& earlier) const {
+  HistogramCounts out = *this;
+  for (auto& [bound, count] : out.cumulative) {
+    auto it = earlier.cumulative.find(bound);
+    if (it != earlier.cumulative.end()) count = std::max(0.0, count - it->second);
+  }
+  out.total = std::max(0.0, total - earlier.total);
+  return out;
+}
+
+double HistogramCounts::Quantile(double q) const {
   if (total == 0) return std::nan("");
   const double rank = q * total;
   double prev_bound = 0, prev_count = 0;
@@ -91,6 +109,21 @@ double HistogramQuantile(const std::vector<prometheus::MetricFamily>& families,
     prev_count = count;
   }
   return prev_bound;
+}
+
+double HistogramQuantile(const std::vector<prometheus::MetricFamily>& families,
+                         const std::string& name, double q, const std::string& label,
+                         const std::string& value) {
+  return HistogramOf(families, name, label, value).Quantile(q);
+}
+
+std::map<std::string, double> SumByLabel(const std::vector<prometheus::MetricFamily>& families,
+                                         const std::string& name, const std::string& label) {
+  std::map<std::string, double> out;
+  const auto* f = Find(families, name);
+  if (f == nullptr) return out;
+  for (const auto& m : f->metric) out[LabelOf(m, label)] += ValueOf(*f, m);
+  return out;
 }
 
 double SumOf(const std::vector<prometheus::MetricFamily>& families, const std::string& name,
@@ -157,12 +190,15 @@ nlohmann::json Summary(const std::vector<prometheus::MetricFamily>& families,
       {"throughput_bytes_per_second", sum("dwcp_v3_throughput_bytes_per_second")},
       {"bytes",
        {{"transferred_sent", sent},
-        {"transferred_received", sum("dwcp_v3_bytes_transferred_total", {{"direction", "received"}})},
+        {"transferred_received",
+         sum("dwcp_v3_bytes_transferred_total", {{"direction", "received"}})},
         {"network_sent", sum("dwcp_v3_network_bytes_total", {{"direction", "sent"}})},
         {"network_received", sum("dwcp_v3_network_bytes_total", {{"direction", "received"}})},
         {"hde_compression_ratio", hde_out > 0 ? hde_in / hde_out : 0}}},
-      {"errors", {{"total", sum("dwcp_v3_errors_total")}, {"by_component", by_component},
-                  {"by_type", by_type}}},
+      {"errors",
+       {{"total", sum("dwcp_v3_errors_total")},
+        {"by_component", by_component},
+        {"by_type", by_type}}},
       {"health", health},
       {"resources",
        {{"cpu_percent", sum("dwcp_v3_resource_utilization_percent", {{"resource_type", "cpu"}})},

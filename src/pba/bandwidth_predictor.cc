@@ -40,6 +40,14 @@ double BandwidthPredictor::Forecast(const std::string& peer) const {
   return it == links_.end() ? 0 : it->second.Forecast();
 }
 
+std::optional<LinkForecast> BandwidthPredictor::Describe(const std::string& peer) const {
+  std::lock_guard lock(mu_);
+  auto it = links_.find(peer);
+  if (it == links_.end() || it->second.samples() == 0) return std::nullopt;
+  const LinkForecaster& f = it->second;
+  return LinkForecast{f.Forecast(), ModelName(f.winner()), f.accuracy_percent(), f.samples()};
+}
+
 void BandwidthPredictor::Observe(const std::string& peer, double measured_bandwidth,
                                  double achieved) {
   std::lock_guard lock(mu_);

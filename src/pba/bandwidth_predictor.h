@@ -20,6 +20,14 @@
 
 namespace dwcp::pba {
 
+// PBA's view of one link.
+struct LinkForecast {
+  double bandwidth = 0;         // the forecast, bytes/s
+  std::string model;            // the model that makes it (lowest recent error)
+  double accuracy_percent = 0;  // 100 × (1 − that model's smoothed error)
+  uint64_t samples = 0;         // measurements seen
+};
+
 class BandwidthPredictor {
  public:
   explicit BandwidthPredictor(obs::Metrics& metrics);
@@ -27,6 +35,8 @@ class BandwidthPredictor {
   // The bandwidth to expect toward `peer` (bytes/s; 0 when nothing is known yet). Called
   // before a round; Observe() afterwards scores it.
   double Forecast(const std::string& peer) const;
+  // The forecast toward `peer` with its model and accuracy; nullopt before a measurement.
+  std::optional<LinkForecast> Describe(const std::string& peer) const;
 
   // One round toward `peer`: the link's measured bandwidth (the kernel's delivery rate over
   // the migration's streams) and the wire bytes per second the round achieved.

@@ -15,6 +15,7 @@
 
 #include "common/clock.h"
 #include "common/status.h"
+#include "tests/acp/record_expectations.h"
 
 namespace dwcp::acp {
 namespace {
@@ -72,56 +73,14 @@ MigrationRecord MakeMigration(const std::string& id, int64_t created_ms = kT0 - 
   m.dest_digest = "sha256:bbbb";
   m.created_ms = created_ms;
   m.finished_ms = kT0 + 99;
+  m.trace_id = "4bf92f3577b34da6a3ce929d0e0e4736";
+  m.precopy_started_ms = created_ms + 10;
+  m.switchover_started_ms = created_ms + 800;
+  m.commit_started_ms = created_ms + 900;
+  m.amst_seconds = 0.75;
+  m.hde_seconds = 0.125;
+  m.acp_seconds = 0.0625;
   return m;
-}
-
-void ExpectNodeEq(const NodeRecord& a, const NodeRecord& b) {
-  EXPECT_EQ(a.id, b.id);
-  EXPECT_EQ(a.region, b.region);
-  EXPECT_EQ(a.api_url, b.api_url);
-  EXPECT_EQ(a.data_address, b.data_address);
-  EXPECT_EQ(a.state, b.state);
-  EXPECT_EQ(a.version, b.version);
-  EXPECT_EQ(a.started_ms, b.started_ms);
-  EXPECT_EQ(a.heartbeat_ms, b.heartbeat_ms);
-}
-
-// Compares every field except updated_ms, which the store stamps.
-void ExpectVmEq(const VmRecord& a, const VmRecord& b) {
-  EXPECT_EQ(a.id, b.id);
-  EXPECT_EQ(a.node_id, b.node_id);
-  EXPECT_EQ(a.state, b.state);
-  EXPECT_EQ(a.epoch, b.epoch);
-  EXPECT_EQ(a.migration_id, b.migration_id);
-  EXPECT_EQ(a.driver, b.driver);
-  EXPECT_EQ(a.memory_bytes, b.memory_bytes);
-  EXPECT_EQ(a.dirty_rate, b.dirty_rate);
-  EXPECT_EQ(a.seed, b.seed);
-  EXPECT_EQ(a.created_ms, b.created_ms);
-}
-
-// Compares every field except updated_ms, which the store stamps.
-void ExpectMigrationEq(const MigrationRecord& a, const MigrationRecord& b) {
-  EXPECT_EQ(a.id, b.id);
-  EXPECT_EQ(a.vm_id, b.vm_id);
-  EXPECT_EQ(a.source_node, b.source_node);
-  EXPECT_EQ(a.dest_node, b.dest_node);
-  EXPECT_EQ(a.phase, b.phase);
-  EXPECT_EQ(a.error, b.error);
-  EXPECT_EQ(a.protocol, b.protocol);
-  EXPECT_EQ(a.round, b.round);
-  EXPECT_EQ(a.memory_bytes, b.memory_bytes);
-  EXPECT_EQ(a.bytes_transferred, b.bytes_transferred);
-  EXPECT_EQ(a.network_bytes, b.network_bytes);
-  EXPECT_EQ(a.remaining_bytes, b.remaining_bytes);
-  EXPECT_EQ(a.throughput_bps, b.throughput_bps);
-  EXPECT_EQ(a.downtime_ms, b.downtime_ms);
-  EXPECT_EQ(a.total_ms, b.total_ms);
-  EXPECT_EQ(a.epoch_before, b.epoch_before);
-  EXPECT_EQ(a.source_digest, b.source_digest);
-  EXPECT_EQ(a.dest_digest, b.dest_digest);
-  EXPECT_EQ(a.created_ms, b.created_ms);
-  EXPECT_EQ(a.finished_ms, b.finished_ms);
 }
 
 // Bumps the VM's epoch by one with CompareAndSwapVm, re-reading after each conflict. Returns
@@ -514,6 +473,44 @@ TEST_F(SqliteStateStoreTest, RejectsNewerSchema) {
   }
   Result<std::unique_ptr<SqliteStateStore>> store = SqliteStateStore::Open(path_, clock_);
   EXPECT_EQ(store.status().code(), StatusCode::kFailedPrecondition) << store.status().ToString();
+}
+
+TEST_F(SqliteStateStoreTest, AVersionTwoFileGainsTheMigrationTimeline) {
+  {
+    sqlite3* db = nullptr;
+    ASSERT_EQ(sqlite3_open(path_.c_str(), &db), SQLITE_OK);
+    ASSERT_EQ(
+        sqlite3_exec(db,
+                     "CREATE TABLE migrations (id TEXT NOT NULL PRIMARY KEY, vm_id TEXT NOT NULL, "
+                     "source_node TEXT NOT NULL, dest_node TEXT NOT NULL, phase TEXT NOT NULL, "
+                     "error TEXT NOT NULL, protocol TEXT NOT NULL, round INTEGER NOT NULL, "
+                     "memory_bytes INTEGER NOT NULL, bytes_transferred INTEGER NOT NULL, "
+                     "network_bytes INTEGER NOT NULL, remaining_bytes INTEGER NOT NULL, "
+                     "throughput_bps REAL NOT NULL, downtime_ms REAL NOT NULL, "
+                     "total_ms REAL NOT NULL, epoch_before INTEGER NOT NULL, "
+                     "source_digest TEXT NOT NULL, dest_digest TEXT NOT NULL, "
+                     "created_ms INTEGER NOT NULL, updated_ms INTEGER NOT NULL, "
+                     "finished_ms INTEGER NOT NULL);"
+                     "INSERT INTO migrations VALUES ('mig-old', 'vm-1', 'node-a', 'node-b', "
+                     "'completed', '', 'v3', 3, 4096, 4096, 2048, 0, 1.0, 2.0, 3.0, 1, 'x', 'x', "
+                     "10, 20, 30);"
+                     "PRAGMA user_version = 2;",
+                     nullptr, nullptr, nullptr),
+        SQLITE_OK);
+    sqlite3_close(db);
+  }
+  auto store = OpenStore(clock_);
+  ASSERT_NE(store, nullptr);
+  auto old = store->GetMigration("mig-old");
+  ASSERT_TRUE(old.ok()) << old.status().ToString();  // kept, with empty timeline fields
+  EXPECT_EQ(old->phase, kPhaseCompleted);
+  EXPECT_EQ(old->trace_id, "");
+  EXPECT_EQ(old->commit_started_ms, 0);
+  MigrationRecord m = MakeMigration("mig-new");
+  ASSERT_TRUE(store->PutMigration(m).ok());
+  auto got = store->GetMigration("mig-new");
+  ASSERT_TRUE(got.ok());
+  ExpectMigrationEq(*got, m);
 }
 
 TEST_F(SqliteStateStoreTest, OpenOnUnwritablePathFails) {

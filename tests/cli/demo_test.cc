@@ -128,7 +128,8 @@ TEST(DemoTest, DwcpdCommandLine) {
                       "127.0.0.1:8080", "--data-listen", "127.0.0.1:7070", "--pprof-listen",
                       "127.0.0.1:6060", "--advertise-host", "127.0.0.1", "--tls", "false",
                       "--rollout-initial-stage", "majority", "--data-dir",
-                      ".demo/node-a", "--store", ".demo/state.db"}));
+                      ".demo/node-a", "--store", ".demo/state.db",
+                      "--rollout-webhook-token-file", ".demo/rollback-token"}));
 }
 
 TEST(DemoTest, FindsDwcpdExplicitBesideSelfThenPath) {
@@ -208,6 +209,14 @@ TEST(DemoTest, NodeThatExitsDuringStartupFailsTheDemo) {
   EXPECT_NE(first_line.find("--store " + options.data_dir + "/state.db"), std::string::npos);
   EXPECT_TRUE(fs::is_directory(options.data_dir + "/node-a"));
   EXPECT_FALSE(fs::exists(options.data_dir + "/node-b.log"));  // never started
+  // The rollback webhook secret the nodes and --stack's Alertmanager share: private.
+  const fs::path token = options.data_dir + "/rollback-token";
+  ASSERT_TRUE(fs::exists(token));
+  EXPECT_EQ(fs::status(token).permissions() & fs::perms::all,
+            fs::perms::owner_read | fs::perms::owner_write);
+  std::string secret;
+  std::ifstream(token) >> secret;
+  EXPECT_EQ(secret.size(), 32u);
 }
 
 TEST(DemoTest, MissingDwcpdIsReported) {

@@ -1,15 +1,14 @@
 // The `dwcp` command line against real dwcpd processes, as a user runs it.
 #include <gtest/gtest.h>
-
-#include <chrono>
-#include <thread>
 #include <sys/wait.h>
 
+#include <chrono>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
 #include <iterator>
 #include <string>
+#include <thread>
 
 #include "tests/integration/cluster.h"
 
@@ -52,7 +51,8 @@ TEST(CliIntegrationTest, BandwidthCapsChangeWhileAMigrationRuns) {
   auto unknown = RunDwcp("bandwidth " + api_a + " --migration mig-000000000000 1MB/s");
   EXPECT_EQ(unknown.exit_code, 1) << unknown.output;
   EXPECT_NE(unknown.output.find("does not exist"), std::string::npos) << unknown.output;
-  EXPECT_EQ(RunDwcp("bandwidth " + api_a + " 1MB/s").exit_code, 2);  // neither --node nor --migration
+  EXPECT_EQ(RunDwcp("bandwidth " + api_a + " 1MB/s").exit_code,
+            2);  // neither --node nor --migration
   EXPECT_EQ(RunDwcp("bandwidth " + api_a + " --node node-a fast").exit_code, 2);
 }
 
@@ -106,6 +106,39 @@ TEST(CliIntegrationTest, CreateMigrateAndStatus) {
   auto no_server = RunDwcp("status --api http://127.0.0.1:1");
   EXPECT_EQ(no_server.exit_code, 1) << no_server.output;
   EXPECT_NE(no_server.output.find("cannot reach dwcpd"), std::string::npos) << no_server.output;
+}
+
+TEST(CliIntegrationTest, MigrateRedrawsAProgressBarOnATerminal) {
+  Cluster c;
+  c.StartNode("node-a");
+  c.StartNode("node-b");
+  std::string api = "--api http://127.0.0.1:" + std::to_string(c.node("node-a").api_port);
+  ASSERT_EQ(RunDwcp("vm create " + api +
+                    " --vm vm-tty --node node-a --memory 256MiB "
+                    "--dirty-rate 10MB/s")
+                .exit_code,
+            0);
+  // script(1) gives the command a pseudo-terminal: one line redrawn in place with '\r'.
+  const std::string command = std::string(DWCP_BINARY) + " migrate " + api +
+                              " --vm vm-tty --to node-b --bandwidth-limit 80MB/s";
+  CommandResult tty;
+  FILE* p = popen(("script -qfec '" + command + "' /dev/null 2>&1").c_str(), "r");
+  ASSERT_NE(p, nullptr);
+  char buf[4096];
+  for (size_t n; (n = fread(buf, 1, sizeof buf, p)) > 0;) tty.output.append(buf, n);
+  int status = pclose(p);
+  ASSERT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << tty.output;
+  size_t redraws = 0;
+  for (size_t pos = 0; (pos = tty.output.find("\r[", pos)) != std::string::npos; ++pos) ++redraws;
+  EXPECT_GE(redraws, 3u) << tty.output;  // 256 MiB at 80 MB/s: several 200 ms polls
+  EXPECT_NE(tty.output.find("] round 1 | "), std::string::npos) << tty.output;
+  EXPECT_NE(tty.output.find("result:       success"), std::string::npos) << tty.output;
+
+  // Piped: no redraws, plain lines.
+  auto piped = RunDwcp("migrate " + api + " --vm vm-tty --to node-a --bandwidth-limit 80MB/s");
+  EXPECT_EQ(piped.exit_code, 0) << piped.output;
+  EXPECT_EQ(piped.output.find('\r'), std::string::npos) << piped.output;
+  EXPECT_NE(piped.output.find("] round 1 | "), std::string::npos) << piped.output;
 }
 
 TEST(CliIntegrationTest, DemoRunsMigrationsAndStopsCleanly) {

@@ -128,13 +128,15 @@ NodeProcess& Cluster::StartNode(const std::string& id, std::vector<std::string> 
                                    "127.0.0.1:" + std::to_string(n.data_port),
                                    "--data-dir",
                                    dir_ + "/" + id,
-                                   "--store",
-                                   dir_ + "/state.db",
                                    "--pprof-listen",
                                    "127.0.0.1:0",
 
                                    "--io-threads",
                                    "2"};
+  // The shared SQLite file unless the test names a store itself (etcd://...).
+  if (std::find(extra.begin(), extra.end(), "--store") == extra.end()) {
+    args.insert(args.end(), {"--store", dir_ + "/state.db"});
+  }
   // Plain TCP unless the test sets up TLS itself.
   if (std::find(extra.begin(), extra.end(), "--tls") == extra.end()) {
     args.insert(args.end(), {"--tls", "false"});

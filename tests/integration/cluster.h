@@ -43,7 +43,8 @@ struct NodeProcess {
   std::string log_path;
 };
 
-// Several dwcpd processes sharing one SQLite store in a temp directory. Kills them all on
+// Several dwcpd processes sharing one SQLite store in a temp directory (or the store a test
+// passes with "--store" in a node's extra flags, e.g. an etcd:// cluster). Kills them all on
 // destruction and removes the directory.
 class Cluster {
  public:

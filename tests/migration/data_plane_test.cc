@@ -91,17 +91,22 @@ class DataPlaneTest : public ::testing::Test {
         asio::detached);
   }
 
-  asio::io_context io_;
-  std::optional<asio::executor_work_guard<asio::io_context::executor_type>> work_;
-  std::vector<std::thread> threads_;
-  asio::thread_pool pool_{2};
-  asio::ip::tcp::acceptor acceptor_{io_};
+  // Declared before the io_context and the pool: coroutine frames still suspended when the
+  // test ends (a reader on a cut stream, a writer waiting for its window) are destroyed with
+  // io_, and they touch these.
   obs::Metrics metrics_;
   hde::HdeStats hde_stats_{metrics_};
   amst::TokenBucket bucket_;
   DataPlaneContext ctx_;
   std::unique_ptr<vm::SyntheticGuest> source_;
   std::shared_ptr<vm::Guest> dest_;
+  std::atomic<int> per_stream_[3] = {0, 0, 0};  // batches each reader saw
+
+  asio::thread_pool pool_{2};
+  asio::io_context io_;
+  std::optional<asio::executor_work_guard<asio::io_context::executor_type>> work_;
+  std::vector<std::thread> threads_;
+  asio::ip::tcp::acceptor acceptor_{io_};
 };
 
 TEST_F(DataPlaneTest, StripesOverThreeStreamsAndReassemblesInOrder) {
@@ -109,10 +114,9 @@ TEST_F(DataPlaneTest, StripesOverThreeStreamsAndReassemblesInOrder) {
   opts.batch_pages = 64;  // 64 batches for 16 MiB: plenty of interleaving
   auto out = std::make_shared<OutgoingPages>(ctx_, opts, *source_);
   auto in = std::make_shared<IncomingPages>(ctx_, 3, dest_, nullptr);
-  std::atomic<int> per_stream[3] = {0, 0, 0};
   for (int s = 0; s < 3; ++s) {
     auto [src, dst] = Pair();
-    Read(dst, in, &per_stream[s]);
+    Read(dst, in, &per_stream_[s]);
     out->AddStream(src, /*primary=*/s == 0);
   }
   auto sent = asio::co_spawn(
@@ -130,7 +134,7 @@ TEST_F(DataPlaneTest, StripesOverThreeStreamsAndReassemblesInOrder) {
   EXPECT_EQ(out->batches(), 64u);
   EXPECT_EQ(in->applied(), 64u);
   // Every stream carried batches, so they arrived interleaved and were put back in order.
-  for (auto& n : per_stream) EXPECT_GT(n.load(), 0);
+  for (auto& n : per_stream_) EXPECT_GT(n.load(), 0);
   EXPECT_EQ(source_->Digest(), dest_->Digest());
   EXPECT_EQ(out->logical_bytes(), 16ull << 20);
 }
@@ -140,10 +144,9 @@ TEST_F(DataPlaneTest, ALostStreamFailsTheMigrationAndNothingPastTheGapIsApplied)
   opts.batch_pages = 64;
   auto out = std::make_shared<OutgoingPages>(ctx_, opts, *source_);
   auto in = std::make_shared<IncomingPages>(ctx_, 3, dest_, nullptr);
-  std::atomic<int> per_stream[3] = {0, 0, 0};
   for (int s = 0; s < 3; ++s) {
     auto [src, dst] = Pair();
-    Read(dst, in, &per_stream[s], /*cut_after=*/s == 2 ? 2 : -1);
+    Read(dst, in, &per_stream_[s], /*cut_after=*/s == 2 ? 2 : -1);
     out->AddStream(src, s == 0);
   }
   auto sent = asio::co_spawn(
