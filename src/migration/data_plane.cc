@@ -72,7 +72,12 @@ OutgoingPages::~OutgoingPages() = default;
 
 bool OutgoingPages::AddStream(std::shared_ptr<amst::Connection> stream, bool primary) {
   if (closing()) {
-    stream->Close();
+    if (!primary && error().ok()) {
+      auto executor = stream->executor();
+      asio::co_spawn(executor, EndUnusedStream(std::move(stream)), asio::detached);
+    } else {
+      stream->Close();
+    }
     return false;
   }
   auto s = std::make_shared<Stream>();
@@ -87,6 +92,14 @@ bool OutgoingPages::AddStream(std::shared_ptr<amst::Connection> stream, bool pri
   auto executor = s->conn->executor();
   asio::co_spawn(executor, WriterLoop(std::move(s)), asio::detached);
   return true;
+}
+
+awaitable<void> OutgoingPages::EndUnusedStream(std::shared_ptr<amst::Connection> stream) {
+  auto self = shared_from_this();
+  wire::Control end;
+  end.mutable_stream_end()->set_batches(0);
+  (void)co_await stream->SendControl(end, options_.io_timeout);  // best effort: it is unused
+  stream->Close();
 }
 
 bool OutgoingPages::RetireStream() {

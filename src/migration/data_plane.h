@@ -87,8 +87,9 @@ class OutgoingPages : public std::enable_shared_from_this<OutgoingPages> {
   OutgoingPages& operator=(const OutgoingPages&) = delete;
 
   // Starts a writer on `stream` (connected, handshaken and, unless primary, joined). Its
-  // coroutine runs on the stream's executor. False (and the stream is closed) once
-  // Finish() or Close() ran.
+  // coroutine runs on the stream's executor. False once Finish() or Close() ran: after a
+  // failure the stream is closed; after Finish() it first says StreamEnd (no batches), since
+  // the destination counts a joined stream that just vanishes as lost.
   bool AddStream(std::shared_ptr<amst::Connection> stream, bool primary);
   // Finish() ran or the data plane failed: a stream still being opened is not needed.
   bool closing() const { return finished_ || !error().ok(); }
@@ -133,6 +134,8 @@ class OutgoingPages : public std::enable_shared_from_this<OutgoingPages> {
   struct Stream;
 
   asio::awaitable<void> WriterLoop(std::shared_ptr<Stream> stream);
+  // Ends a stream that joined after Finish(): StreamEnd with no batches, then close.
+  asio::awaitable<void> EndUnusedStream(std::shared_ptr<amst::Connection> stream);
   asio::awaitable<Status> Write(Stream& stream, const Batch& batch);
   void Enqueue(std::shared_ptr<Batch> batch);
   void RecordWritten(const Batch& batch);

@@ -166,5 +166,37 @@ TEST_F(DataPlaneTest, ALostStreamFailsTheMigrationAndNothingPastTheGapIsApplied)
   EXPECT_NE(source_->Digest(), dest_->Digest());
 }
 
+TEST_F(DataPlaneTest, AStreamThatJoinsAfterFinishEndsCleanly) {
+  // The stream controller opened one more stream; its join completed just after the last
+  // round: the destination already counts it, so it must end with StreamEnd, not vanish.
+  OutgoingPages::Options opts;
+  opts.batch_pages = 256;
+  auto out = std::make_shared<OutgoingPages>(ctx_, opts, *source_);
+  auto in = std::make_shared<IncomingPages>(ctx_, 3, dest_, nullptr);
+  auto [src, dst] = Pair();
+  Read(dst, in, &per_stream_[0]);
+  out->AddStream(src, /*primary=*/true);
+  auto sent = asio::co_spawn(
+      asio::make_strand(io_),
+      [out]() -> awaitable<Status> {
+        Status st = co_await out->SendRound(1, nullptr, 1.25e9, nullptr);
+        co_await out->Finish();
+        co_return st;
+      },
+      asio::use_future);
+  ASSERT_TRUE(sent.get().ok());
+  auto [late_src, late_dst] = Pair();
+  Read(late_dst, in, &per_stream_[1]);
+  EXPECT_FALSE(out->AddStream(late_src, /*primary=*/false));
+  auto applied = asio::co_spawn(asio::make_strand(io_), in->WaitApplied(out->batches(), 10000ms),
+                                asio::use_future);
+  ASSERT_TRUE(applied.get().ok());
+  // The late reader saw StreamEnd (a lost stream would have failed the migration).
+  std::this_thread::sleep_for(300ms);
+  EXPECT_TRUE(in->error().ok()) << in->error().ToString();
+  EXPECT_EQ(per_stream_[1].load(), 0);
+  EXPECT_EQ(source_->Digest(), dest_->Digest());
+}
+
 }  // namespace
 }  // namespace dwcp::migration
