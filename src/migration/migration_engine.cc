@@ -640,12 +640,18 @@ awaitable<void> MigrationEngine::RunOutgoing(std::shared_ptr<Outgoing> m) {
     SteadyTime sent_at = clock_.Now();
     st = co_await send_ctl(hello);
     auto ack = co_await recv_ctl(config_.io_timeout);
-    // The handshake's round trip is the first measurement of the link; rounds add TCP_INFO.
+    // The handshake is the first measurement of the link; rounds add the delivery rate. Its
+    // mode comes from the kernel's minimum RTT (SYN and hello exchanges), not the wall time
+    // of the exchange, which on a busy host includes scheduling delay: a loaded LAN is not
+    // a WAN.
     double rtt_ms = Seconds(clock_.Now() - sent_at) * 1e3;
     m->handshake_rtt_ms = rtt_ms;
     step.SetAttribute("net.rtt_ms", rtt_ms);
-    m->root.SetAttribute("mode",
-                         amst::LinkModeName(ObserveLink(rec.dest_node, {rtt_ms, 0, 0}, true)));
+    amst::LinkSample first = conn->SampleLink();
+    first.bandwidth_bytes_per_second = 0;  // nothing sent yet: only the RTT says something
+    first.loss_ratio = 0;
+    if (first.rtt_ms <= 0) first.rtt_ms = rtt_ms;
+    m->root.SetAttribute("mode", amst::LinkModeName(ObserveLink(rec.dest_node, first, true)));
     if (st.ok()) st = expect(ack, wire::Control::kHelloAck);
     if (st.ok() && ack->hello_ack().version() == 0) {
       st = FailedPrecondition("no common protocol version: " + ack->hello_ack().error());
