@@ -513,12 +513,15 @@ def acp():
                                "properties": [{"id": "custom.axisPlacement", "value": "right"}]}]),
         timeseries("Byzantine detection",
                    "Peers that sent data that did not verify: protocol, digest and data-loss "
-                   "errors per $interval (dwcp_v3_errors_total), and quarantines by reason "
-                   "(dwcp_v3_acp_byzantine_detections_total).",
+                   "errors per $interval (dwcp_v3_errors_total), detections by reason "
+                   "(dwcp_v3_acp_byzantine_detections_total) and the peers refused right now "
+                   "(dwcp_v3_acp_quarantined_peers; docs/consensus.md).",
                    targets(('sum by (instance, error_type) (increase(dwcp_v3_errors_total{error_type=~"protocol|digest_mismatch|data_loss",' + R + '}[$interval]))',
                             "{{instance}} {{error_type}}"),
                            ('sum by (reason) (increase(dwcp_v3_acp_byzantine_detections_total{' + R + '}[$interval]))',
-                            "quarantined: {{reason}}")),
+                            "detected: {{reason}}"),
+                           ('sum by (instance) (dwcp_v3_acp_quarantined_peers{' + R + '})',
+                            "{{instance}} quarantined peers")),
                    unit="short", bars=True, w=12, h=8),
         timeseries("Leader election frequency",
                    "Leader elections per $interval for cluster-wide duties "

@@ -64,7 +64,8 @@ std::string NodeToJson(const NodeRecord& n) {
               {"state", n.state},
               {"version", n.version},
               {"started_ms", n.started_ms},
-              {"heartbeat_ms", n.heartbeat_ms}}
+              {"heartbeat_ms", n.heartbeat_ms},
+              {"public_key", n.public_key}}
       .dump();
 }
 
@@ -136,7 +137,8 @@ Result<NodeRecord> NodeFromJson(const std::string& text, const std::string& what
       .Get("state", &n.state)
       .Get("version", &n.version)
       .Get("started_ms", &n.started_ms)
-      .Get("heartbeat_ms", &n.heartbeat_ms);
+      .Get("heartbeat_ms", &n.heartbeat_ms)
+      .Get("public_key", &n.public_key);
   if (!f.status().ok()) return f.status();
   return n;
 }

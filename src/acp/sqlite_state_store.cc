@@ -24,7 +24,8 @@ CREATE TABLE IF NOT EXISTS nodes (
   state        TEXT    NOT NULL,
   version      TEXT    NOT NULL,
   started_ms   INTEGER NOT NULL,
-  heartbeat_ms INTEGER NOT NULL
+  heartbeat_ms INTEGER NOT NULL,
+  public_key   TEXT    NOT NULL DEFAULT ''
 );
 CREATE TABLE IF NOT EXISTS vms (
   id           TEXT    NOT NULL PRIMARY KEY,
@@ -106,13 +107,14 @@ constexpr char kGetUserVersion[] = "PRAGMA user_version";
 
 constexpr char kUpsertNode[] =
     "INSERT OR REPLACE INTO nodes (id, region, api_url, data_address, state, version, "
-    "started_ms, heartbeat_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)";
+    "started_ms, heartbeat_ms, public_key) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)";
 constexpr char kGetNode[] =
-    "SELECT id, region, api_url, data_address, state, version, started_ms, heartbeat_ms "
-    "FROM nodes WHERE id = ?1";
+    "SELECT id, region, api_url, data_address, state, version, started_ms, heartbeat_ms, "
+    "public_key FROM nodes WHERE id = ?1";
 constexpr char kListNodes[] =
-    "SELECT id, region, api_url, data_address, state, version, started_ms, heartbeat_ms "
-    "FROM nodes ORDER BY id";
+    "SELECT id, region, api_url, data_address, state, version, started_ms, heartbeat_ms, "
+    "public_key FROM nodes ORDER BY id";
+constexpr char kNodeColumns[] = "SELECT name FROM pragma_table_info('nodes')";
 
 constexpr char kInsertVm[] =
     "INSERT INTO vms (id, node_id, state, epoch, migration_id, driver, memory_bytes, "
@@ -264,6 +266,7 @@ NodeRecord ReadNode(sqlite3_stmt* stmt) {
   n.version = r.Text();
   n.started_ms = r.Int();
   n.heartbeat_ms = r.Int();
+  n.public_key = r.Text();
   return n;
 }
 
@@ -431,6 +434,20 @@ Status SqliteStateStore::Init() {
           std::string("ALTER TABLE migrations ADD COLUMN ") + name + " " + declaration;
       DWCP_RETURN_IF_ERROR(Exec(add.c_str()));
     }
+    // (4: the nodes' public keys.)
+    {
+      std::set<std::string> node_columns;
+      sqlite3_stmt* list = Prepare(kNodeColumns, &st);
+      if (list == nullptr) return st;
+      StmtReset reset(list);
+      int rc;
+      while ((rc = sqlite3_step(list)) == SQLITE_ROW) node_columns.insert(Reader(list).Text());
+      if (rc != SQLITE_DONE) return SqlError(rc, "read node columns");
+      if (node_columns.count("public_key") == 0) {
+        DWCP_RETURN_IF_ERROR(
+            Exec("ALTER TABLE nodes ADD COLUMN public_key TEXT NOT NULL DEFAULT ''"));
+      }
+    }
     // A constant, not a value: PRAGMA arguments cannot be bound.
     const std::string set_version = "PRAGMA user_version = " + std::to_string(kSchemaVersion);
     return Exec(set_version.c_str());
@@ -531,7 +548,8 @@ Status SqliteStateStore::UpsertNode(const NodeRecord& node) {
         .Text(node.state)
         .Text(node.version)
         .Int(node.started_ms)
-        .Int(node.heartbeat_ms);
+        .Int(node.heartbeat_ms)
+        .Text(node.public_key);
     if (b.rc() != SQLITE_OK) return SqlError(b.rc(), "bind node");
     const int rc = sqlite3_step(stmt);
     if (rc != SQLITE_DONE) return SqlError(rc, "upsert node");

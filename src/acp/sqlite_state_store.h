@@ -33,7 +33,7 @@ namespace dwcp::acp {
 class SqliteStateStore final : public StateStore {
  public:
   // 1: nodes, vms, migrations, leases. 2: rollouts (a version 1 file gains the table on open).
-  static constexpr int kSchemaVersion = 3;
+  static constexpr int kSchemaVersion = 4;
   static constexpr std::chrono::milliseconds kBusyTimeout{10'000};
   static constexpr std::chrono::milliseconds kBusyRetryDeadline{30'000};
 

@@ -22,6 +22,9 @@ struct NodeRecord {
   std::string version;       // dwcpd version string
   int64_t started_ms = 0;    // wall ms when the node last started
   int64_t heartbeat_ms = 0;  // wall ms of the node's last heartbeat
+  // Hex Ed25519 public key that verifies the node's round commitments (docs/consensus.md);
+  // empty for nodes that never published one.
+  std::string public_key;
 };
 
 // VM states.

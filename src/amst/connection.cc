@@ -143,14 +143,7 @@ awaitable<Result<Frame>> Connection::Receive(Millis deadline) {
   }
   auto header = DecodeFrameHeader(raw, max_payload_);
   if (!header.ok()) co_return header.status();
-  if (header->seq != recv_seq_) {
-    co_return ProtocolError("out-of-order frame: sequence " + std::to_string(header->seq) +
-                            ", expected " + std::to_string(recv_seq_));
-  }
-  if (header->protocol != protocol_) {
-    co_return ProtocolError("frame speaks protocol " + std::to_string(header->protocol) +
-                            ", connection negotiated " + std::to_string(protocol_));
-  }
+  if (Status order = CheckFrameOrder(*header, recv_seq_, protocol_); !order.ok()) co_return order;
   Frame frame{*header, std::vector<uint8_t>(header->length)};
   if (header->length > 0) {
     auto [ec, n, timed_out] = co_await Read(asio::buffer(frame.payload), deadline);
@@ -212,26 +205,6 @@ LinkSample Connection::SampleLink() const {
     }
   }
   return s;
-}
-
-Status SplitHostPort(const std::string& address, std::string* host, uint16_t* port) {
-  auto colon = address.rfind(':');
-  if (colon == std::string::npos || colon == 0) {
-    return InvalidArgument("address '" + address + "' is not host:port");
-  }
-  *host = address.substr(0, colon);
-  if (host->size() > 2 && host->front() == '[' && host->back() == ']') {
-    *host = host->substr(1, host->size() - 2);
-  }
-  unsigned value = 0;
-  const char* begin = address.data() + colon + 1;
-  const char* end = address.data() + address.size();
-  auto [ptr, ec] = std::from_chars(begin, end, value);
-  if (ec != std::errc() || ptr != end || value > 65535) {
-    return InvalidArgument("address '" + address + "' has a bad port");
-  }
-  *port = static_cast<uint16_t>(value);
-  return Status::Ok();
 }
 
 awaitable<Result<std::unique_ptr<Connection>>> Connect(const std::string& host, uint16_t port,

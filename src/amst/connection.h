@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "amst/frame.h"
+#include "amst/host_port.h"  // SplitHostPort
 #include "amst/mode_detector.h"
 #include "common/status.h"
 #include "dwcp.pb.h"
@@ -106,8 +107,5 @@ std::string CongestionControl(const asio::ip::tcp::socket& socket);
 // How many bytes one stream keeps in flight at most: the kernel's send buffer limit
 // (tcp_wmem max), 4 MiB when unreadable. The stream controller's BDP guess divides by it.
 uint64_t DefaultStreamWindowBytes();
-
-// Splits "host:port"; InvalidArgument on a missing or bad port.
-Status SplitHostPort(const std::string& address, std::string* host, uint16_t* port);
 
 }  // namespace dwcp::amst

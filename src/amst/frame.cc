@@ -61,6 +61,18 @@ Result<FrameHeader> DecodeFrameHeader(std::span<const uint8_t, kFrameHeaderSize>
   return h;
 }
 
+Status CheckFrameOrder(const FrameHeader& h, uint32_t expected_seq, uint8_t protocol) {
+  if (h.seq != expected_seq) {
+    return ProtocolError("out-of-order frame: sequence " + std::to_string(h.seq) + ", expected " +
+                         std::to_string(expected_seq));
+  }
+  if (h.protocol != protocol) {
+    return ProtocolError("frame speaks protocol " + std::to_string(h.protocol) +
+                         ", connection negotiated " + std::to_string(protocol));
+  }
+  return Status::Ok();
+}
+
 bool VerifyFrameChecksum(std::span<const uint8_t, kFrameHeaderSize> raw_header,
                          std::span<const uint8_t> payload, uint64_t checksum) {
   return Checksum(raw_header.data(), payload) == checksum;

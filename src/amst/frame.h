@@ -52,6 +52,11 @@ std::array<uint8_t, kFrameHeaderSize> EncodeFrameHeader(uint8_t protocol, FrameT
 Result<FrameHeader> DecodeFrameHeader(std::span<const uint8_t, kFrameHeaderSize> bytes,
                                       uint32_t max_payload);
 
+// Checks a decoded header against the receiving connection: `expected_seq` is the next
+// sequence number, `protocol` the negotiated version (0 before the handshake). Returns a
+// Protocol error naming the mismatch otherwise.
+Status CheckFrameOrder(const FrameHeader& header, uint32_t expected_seq, uint8_t protocol);
+
 // True iff `header.checksum` matches the raw header bytes and the payload.
 bool VerifyFrameChecksum(std::span<const uint8_t, kFrameHeaderSize> raw_header,
                          std::span<const uint8_t> payload, uint64_t checksum);

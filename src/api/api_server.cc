@@ -3,8 +3,10 @@
 #include <httplib.h>
 
 #include <nlohmann/json.hpp>
+#include <set>
 
 #include "amst/mode_detector.h"
+#include "api/api_requests.h"
 #include "api/web_assets.h"
 #include "common/units.h"
 #include "node/node.h"
@@ -38,6 +40,27 @@ json VmJson(const acp::VmRecord& v) {
           {"seed", v.seed},
           {"created_ms", v.created_ms},
           {"updated_ms", v.updated_ms}};
+}
+
+// The live state of a qemu VM's QEMU, as this node sees it (docs/qemu.md).
+json QemuJson(vm::QemuGuest& qemu) {
+  json out = {{"accel", qemu.accel()},
+              {"accel_reason", qemu.accel_reason()},
+              {"pid", qemu.pid()},
+              {"adopted", qemu.adopted()},
+              {"qmp_socket", qemu.qmp_socket()},
+              {"console", qemu.console_path()},
+              {"qemu_version", qemu.qemu_version()}};
+  auto status = qemu.QueryStatus(std::chrono::seconds(2));  // a hung QEMU must not hang the API
+  if (status.ok()) {
+    out["status"] = status->status;
+    out["running"] = status->running;
+  } else {
+    out["status"] = "unreachable";
+    out["running"] = false;
+    out["error"] = status.status().message();
+  }
+  return out;
 }
 
 std::string ResultOfPhase(const std::string& phase) {
@@ -82,50 +105,6 @@ json MigrationJson(const acp::MigrationRecord& m) {
           {"amst_seconds", m.amst_seconds},
           {"hde_seconds", m.hde_seconds},
           {"acp_seconds", m.acp_seconds}};
-}
-
-// Parses the request body as a JSON object.
-Result<json> ParseBody(const httplib::Request& req) {
-  json body = json::parse(req.body, nullptr, /*allow_exceptions=*/false);
-  if (body.is_discarded()) return Status(InvalidArgument("request body is not valid JSON"));
-  if (!body.is_object()) return Status(InvalidArgument("request body must be a JSON object"));
-  return body;
-}
-
-// Reads a size or rate field given as a string ("1GiB", "20MB/s") or a non-negative integer.
-Status ReadAmount(const json& body, const char* key, bool rate, uint64_t* out) {
-  if (!body.contains(key) || body[key].is_null()) return Status::Ok();
-  const json& v = body[key];
-  if (v.is_number_unsigned()) {
-    *out = v.get<uint64_t>();
-    return Status::Ok();
-  }
-  if (v.is_string()) {
-    auto parsed = rate ? ParseRate(v.get<std::string>()) : ParseBytes(v.get<std::string>());
-    if (!parsed.ok()) return InvalidArgument(std::string(key) + ": " + parsed.status().message());
-    *out = *parsed;
-    return Status::Ok();
-  }
-  return InvalidArgument(std::string(key) + " must be a non-negative integer or a string like " +
-                         (rate ? "\"20MB/s\"" : "\"1GiB\""));
-}
-
-Status ReadString(const json& body, const char* key, bool required, std::string* out) {
-  if (!body.contains(key) || body[key].is_null()) {
-    return required ? InvalidArgument(std::string("missing field '") + key + "'") : Status::Ok();
-  }
-  if (!body[key].is_string()) return InvalidArgument(std::string(key) + " must be a string");
-  *out = body[key].get<std::string>();
-  if (required && out->empty()) return InvalidArgument(std::string(key) + " must not be empty");
-  return Status::Ok();
-}
-
-Status ReadInt(const json& body, const char* key, int64_t* out) {
-  if (!body.contains(key) || body[key].is_null()) return Status::Ok();
-  if (!body[key].is_number_integer())
-    return InvalidArgument(std::string(key) + " must be an integer");
-  *out = body[key].get<int64_t>();
-  return Status::Ok();
 }
 
 }  // namespace
@@ -188,12 +167,20 @@ void ApiServer::AddRoutes() {
       {"PUT", "/api/v1/log-level", "Change the log level: {\"level\": \"debug\"}", true,
        bind(&ApiServer::SetLogLevel)},
       {"GET", "/api/v1/nodes", "Nodes of the cluster", false, bind(&ApiServer::ListNodes)},
+      {"GET", "/api/v1/quarantine",
+       "Peers this node refuses after a Byzantine detection (reason, until)", false,
+       bind(&ApiServer::ListQuarantine)},
+      {"DELETE", R"(/api/v1/quarantine/([^/]+))", "Lift a peer's quarantine", true,
+       bind(&ApiServer::LiftQuarantine)},
       {"GET", "/api/v1/links",
        "Links between nodes as measured: mode, bandwidth, RTT, PBA's forecast "
        "(?scope=local: this node's only)",
        false, bind(&ApiServer::ListLinks)},
-      {"GET", "/api/v1/vms", "VMs and where they run", false, bind(&ApiServer::ListVms)},
-      {"POST", "/api/v1/vms", "Create and boot a VM", true, bind(&ApiServer::CreateVm)},
+      {"GET", "/api/v1/vms",
+       "VMs and where they run, with each qemu VM's QEMU status (?scope=local: this node's)", false,
+       bind(&ApiServer::ListVms)},
+      {"POST", "/api/v1/vms", "Create and boot a VM (driver synthetic or qemu)", true,
+       bind(&ApiServer::CreateVm)},
       {"GET", R"(/api/v1/vms/([^/]+))", "One VM", false, bind(&ApiServer::GetVm)},
       {"GET", "/api/v1/migrations", "Recent migrations, newest first (?limit=N)", false,
        bind(&ApiServer::ListMigrations)},
@@ -237,6 +224,8 @@ void ApiServer::AddRoutes() {
       server_->Get(r.pattern, handler);
     } else if (r.method == "PUT") {
       server_->Put(r.pattern, handler);
+    } else if (r.method == "DELETE") {
+      server_->Delete(r.pattern, handler);
     } else {
       server_->Post(r.pattern, handler);
     }
@@ -346,15 +335,9 @@ void ApiServer::GetLogLevel(const httplib::Request&, httplib::Response& res) {
 }
 
 void ApiServer::SetLogLevel(const httplib::Request& req, httplib::Response& res) {
-  auto body = ParseBody(req);
-  if (!body.ok()) return SendError(res, body.status());
-  std::string name;
-  Status st = ReadString(*body, "level", true, &name);
-  obs::LogLevel level;
-  if (st.ok() && !obs::ParseLogLevel(name, &level)) {
-    st = InvalidArgument("level must be debug, info, warn, error or fatal");
-  }
-  if (!st.ok()) return SendError(res, st);
+  auto parsed = ParseLogLevelBody(req.body);
+  if (!parsed.ok()) return SendError(res, parsed.status());
+  const obs::LogLevel level = *parsed;
   obs::LogLevel before = obs::CurrentLogLevel();
   obs::SetLogLevel(level);
   obs::LogInfo("node", "log level changed",
@@ -382,16 +365,69 @@ void ApiServer::ListNodes(const httplib::Request&, httplib::Response& res) {
                    {"version", n.version},
                    {"started_ms", n.started_ms},
                    {"heartbeat_ms", n.heartbeat_ms},
+                   {"public_key", n.public_key},
                    {"vms", owned}});
   }
   SendJson(res, 200, {{"nodes", out}});
 }
 
-void ApiServer::ListVms(const httplib::Request&, httplib::Response& res) {
+void ApiServer::ListQuarantine(const httplib::Request&, httplib::Response& res) {
+  json out = json::array();
+  for (const auto& e : node_.engine().Quarantined()) {
+    out.push_back({{"peer", e.peer},
+                   {"reason", e.reason},
+                   {"detail", e.detail},
+                   {"since_ms", e.since_ms},
+                   {"until_ms", e.until_ms}});
+  }
+  SendJson(res, 200, {{"node", node_.config().node_id}, {"quarantined", out}});
+}
+
+void ApiServer::LiftQuarantine(const httplib::Request& req, httplib::Response& res) {
+  const std::string peer = req.matches[1];
+  if (!node_.engine().LiftQuarantine(peer)) {
+    return SendError(res, NotFound("node " + peer + " is not quarantined on " +
+                                   node_.config().node_id));
+  }
+  SendJson(res, 200, {{"node", node_.config().node_id}, {"lifted", peer}});
+}
+
+void ApiServer::ListVms(const httplib::Request& req, httplib::Response& res) {
   auto vms = node_.store().ListVms();
   if (!vms.ok()) return SendError(res, vms.status());
+  const std::string& self = node_.config().node_id;
+  const bool local_only = req.get_param_value("scope") == "local";
   json out = json::array();
-  for (const auto& v : *vms) out.push_back(VmJson(v));
+  std::set<std::string> remote_qemu_owners;
+  for (const auto& v : *vms) {
+    if (local_only && v.node_id != self) continue;
+    json vm = VmJson(v);
+    if (v.driver == "qemu") {
+      auto qemu = v.node_id == self ? node_.FindQemuVm(v.id) : nullptr;
+      vm["qemu"] = qemu ? QemuJson(*qemu) : json(nullptr);
+      if (v.node_id != self) remote_qemu_owners.insert(v.node_id);
+    }
+    out.push_back(std::move(vm));
+  }
+  // Only its owner talks to a QEMU: ask each owner of a qemu VM for its local view.
+  for (const auto& owner : remote_qemu_owners) {
+    auto target = node_.store().GetNode(owner);
+    if (!target.ok()) continue;
+    httplib::Client client(target->api_url);
+    client.set_connection_timeout(1);
+    client.set_read_timeout(3);
+    auto reply = client.Get("/api/v1/vms?scope=local");
+    json body = reply && reply->status == 200
+                    ? json::parse(reply->body, nullptr, /*allow_exceptions=*/false)
+                    : json();
+    if (!body.is_object() || !body.contains("vms") || !body["vms"].is_array()) continue;
+    for (const auto& theirs : body["vms"]) {
+      if (!theirs.is_object() || !theirs.contains("qemu")) continue;
+      for (auto& vm : out) {
+        if (vm["id"] == theirs.value("id", "") && vm["node"] == owner) vm["qemu"] = theirs["qemu"];
+      }
+    }
+  }
   SendJson(res, 200, {{"vms", out}});
 }
 
@@ -405,35 +441,41 @@ void ApiServer::GetVm(const httplib::Request& req, httplib::Response& res) {
   json out = VmJson(*vm);
   auto local = node_.vms().Find(vm->id);
   out["runs_here"] = local.guest != nullptr && local.guest->running();
+  if (vm->driver == "qemu") {
+    auto qemu = node_.FindQemuVm(vm->id);
+    out["qemu"] = qemu ? QemuJson(*qemu) : json(nullptr);
+    out["runs_here"] = qemu != nullptr && out["qemu"].value("running", false);
+  }
+  // ?digest=true: the local guest's content digest (hashes all its memory; stable only while
+  // the guest is idle or paused). Null when the guest is not here.
+  if (req.has_param("digest") && req.get_param_value("digest") != "false") {
+    out["digest"] = local.guest ? json(local.guest->Digest()) : json(nullptr);
+  }
   SendJson(res, 200, out);
 }
 
 void ApiServer::CreateVm(const httplib::Request& req, httplib::Response& res) {
-  auto body = ParseBody(req);
+  auto body = ParseCreateVmBody(req.body);
   if (!body.ok()) return SendError(res, body.status());
   node::VmCreateRequest r;
-  std::string target = node_.config().node_id, driver = "synthetic";
-  Status st = ReadString(*body, "id", true, &r.id);
-  if (st.ok()) st = ReadString(*body, "node", false, &target);
-  if (st.ok()) st = ReadString(*body, "driver", false, &driver);
-  if (st.ok()) st = ReadAmount(*body, "memory", false, &r.memory_bytes);
-  if (st.ok()) st = ReadAmount(*body, "dirty_rate", true, &r.dirty_rate);
-  if (st.ok() && body->contains("seed")) {
-    if (!(*body)["seed"].is_number_unsigned()) {
-      st = InvalidArgument("seed must be a non-negative integer");
-    } else {
-      r.seed = (*body)["seed"].get<uint64_t>();
-    }
-  }
-  if (st.ok() && driver != "synthetic") {
-    st = InvalidArgument("driver '" + driver + "' is not supported in this build (only synthetic)");
-  }
-  if (!st.ok()) return SendError(res, st);
+  r.id = body->id;
+  if (body->memory_bytes) r.memory_bytes = *body->memory_bytes;
+  if (body->dirty_rate) r.dirty_rate = *body->dirty_rate;
+  if (body->seed) r.seed = *body->seed;
+  r.driver = body->driver;
+  r.kernel = body->kernel;
+  r.initrd = body->initrd;
+  r.append = body->append;
+  r.qmp_socket = body->qmp_socket;
+  if (!body->accel.empty()) r.accel = body->accel;
+  r.boot_marker = body->boot_marker;
+  const std::string target = body->node.value_or(node_.config().node_id);
   if (target != node_.config().node_id) return Forward(target, req, res);
   auto vm = node_.CreateVm(r);
   if (!vm.ok()) return SendError(res, vm.status());
   json out = VmJson(*vm);
   out["runs_here"] = true;
+  if (auto qemu = node_.FindQemuVm(vm->id)) out["qemu"] = QemuJson(*qemu);
   SendJson(res, 201, out);
 }
 
@@ -467,38 +509,17 @@ void ApiServer::GetMigration(const httplib::Request& req, httplib::Response& res
 }
 
 void ApiServer::CreateMigration(const httplib::Request& req, httplib::Response& res) {
-  auto body = ParseBody(req);
+  auto body = ParseCreateMigrationBody(req.body);
   if (!body.ok()) return SendError(res, body.status());
   migration::MigrationRequest r;
-  std::string protocol = "v3", on_limit;
-  // Without a protocol the region's rollout stage picks one (docs/rollout.md).
-  const bool protocol_pinned = body->contains("protocol") && !(*body)["protocol"].is_null();
-  Status st = ReadString(*body, "vm", true, &r.vm_id);
-  if (st.ok()) st = ReadString(*body, "to", true, &r.dest_node);
-  if (st.ok()) st = ReadString(*body, "protocol", false, &protocol);
-  if (st.ok()) st = ReadString(*body, "on_round_limit", false, &on_limit);
-  if (st.ok()) st = ReadInt(*body, "downtime_budget_ms", &r.downtime_budget_ms);
-  if (st.ok()) st = ReadInt(*body, "max_rounds", &r.max_rounds);
-  if (st.ok()) st = ReadAmount(*body, "bandwidth_limit", true, &r.bandwidth_limit);
-  if (st.ok()) {
-    if (protocol == "v3") {
-      r.protocol = 3;
-    } else if (protocol == "v1") {
-      r.protocol = 1;
-    } else {
-      st = InvalidArgument("protocol must be \"v3\" or \"v1\"");
-    }
-  }
-  if (st.ok() && !on_limit.empty()) {
-    if (on_limit == "force") {
-      r.on_round_limit = 1;
-    } else if (on_limit == "abort") {
-      r.on_round_limit = 0;
-    } else {
-      st = InvalidArgument("on_round_limit must be \"force\" or \"abort\"");
-    }
-  }
-  if (!st.ok()) return SendError(res, st);
+  r.vm_id = body->vm;
+  r.dest_node = body->to;
+  r.protocol = body->protocol;
+  r.downtime_budget_ms = body->downtime_budget_ms;
+  r.max_rounds = body->max_rounds;
+  r.on_round_limit = body->on_round_limit;
+  r.bandwidth_limit = body->bandwidth_limit;
+  const bool protocol_pinned = body->protocol_pinned;
   auto vm = node_.store().GetVm(r.vm_id);
   if (!vm.ok()) {
     return SendError(res, vm.status().code() == StatusCode::kNotFound
@@ -527,12 +548,12 @@ namespace {
 // Reads the optional {"region", "to", "note"} of an advance or rollback.
 Status ReadRolloutChange(const httplib::Request& req, std::string* region, std::string* to,
                          std::string* note) {
-  if (req.body.empty()) return Status::Ok();
-  auto body = ParseBody(req);
+  auto body = ParseRolloutChangeBody(req.body);
   if (!body.ok()) return body.status();
-  DWCP_RETURN_IF_ERROR(ReadString(*body, "region", false, region));
-  DWCP_RETURN_IF_ERROR(ReadString(*body, "to", false, to));
-  return ReadString(*body, "note", false, note);
+  *region = body->region;
+  *to = body->to;
+  *note = body->note;
+  return Status::Ok();
 }
 
 }  // namespace
@@ -571,15 +592,7 @@ void ApiServer::AlertmanagerRollback(const httplib::Request& req, httplib::Respo
 
 // The body of PUT .../bandwidth: {"bandwidth_limit": "50MB/s" | bytes_per_second}.
 Result<uint64_t> ReadBandwidthLimit(const httplib::Request& req) {
-  auto body = ParseBody(req);
-  if (!body.ok()) return body.status();
-  if (!body->contains("bandwidth_limit")) {
-    return Status(InvalidArgument("bandwidth_limit is required (0 = no cap)"));
-  }
-  uint64_t limit = 0;
-  Status st = ReadAmount(*body, "bandwidth_limit", true, &limit);
-  if (!st.ok()) return st;
-  return limit;
+  return ParseBandwidthLimitBody(req.body);
 }
 
 void ApiServer::SetMigrationBandwidth(const httplib::Request& req, httplib::Response& res) {

@@ -59,6 +59,8 @@ class ApiServer {
   void GetLogLevel(const httplib::Request& req, httplib::Response& res);
   void SetLogLevel(const httplib::Request& req, httplib::Response& res);
   void ListNodes(const httplib::Request& req, httplib::Response& res);
+  void ListQuarantine(const httplib::Request& req, httplib::Response& res);
+  void LiftQuarantine(const httplib::Request& req, httplib::Response& res);
   void ListVms(const httplib::Request& req, httplib::Response& res);
   void GetVm(const httplib::Request& req, httplib::Response& res);
   void CreateVm(const httplib::Request& req, httplib::Response& res);

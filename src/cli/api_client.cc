@@ -217,6 +217,12 @@ Result<json> ApiClient::Put(const std::string& path, const json& body) {
   return Finish(base_url_, host_, port_, "PUT", path, result);
 }
 
+Result<json> ApiClient::Delete(const std::string& path) {
+  if (!url_status_.ok()) return url_status_;
+  httplib::Result result = client_->Delete(prefix_ + path);
+  return Finish(base_url_, host_, port_, "DELETE", path, result);
+}
+
 StatusCode StatusCodeFromName(std::string_view name) {
   for (int i = static_cast<int>(StatusCode::kInvalidArgument);
        i <= static_cast<int>(StatusCode::kUnimplemented); ++i) {

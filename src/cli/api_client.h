@@ -44,6 +44,8 @@ class ApiClient {
   Result<nlohmann::json> Post(const std::string& path, const nlohmann::json& body);
   // PUT `body` as JSON to base_url + path; answers as Get does.
   Result<nlohmann::json> Put(const std::string& path, const nlohmann::json& body);
+  // DELETE base_url + path; answers as Get does.
+  Result<nlohmann::json> Delete(const std::string& path);
 
   const std::string& base_url() const { return base_url_; }
 

@@ -1,11 +1,13 @@
 #include "cli/commands.h"
 
 #include <CLI/CLI.hpp>
+#include <algorithm>
 #include <cctype>
 #include <chrono>
 #include <csignal>
 #include <cstdint>
 #include <cstdlib>
+#include <filesystem>
 #include <iostream>
 #include <nlohmann/json.hpp>
 #include <string>
@@ -56,8 +58,10 @@ std::string EnvOr(const char* name, const std::string& fallback) {
   return value != nullptr && *value != '\0' ? value : fallback;
 }
 
-ApiClient MakeClient(const CommonFlags& flags) {
+// `read_timeout`: for calls that take long (booting a QEMU guest); zero keeps the default.
+ApiClient MakeClient(const CommonFlags& flags, milliseconds read_timeout = milliseconds(0)) {
   ApiClientOptions options;
+  if (read_timeout.count() > 0) options.read_timeout = read_timeout;
   options.bearer_token = flags.token.empty() ? EnvOr("DWCP_TOKEN", "") : flags.token;
   return ApiClient(flags.api.empty() ? EnvOr("DWCP_API", kDefaultApiUrl) : flags.api, options);
 }
@@ -91,11 +95,22 @@ bool ParseFlag(const std::string& flag, const std::string& text,
 struct VmCreateFlags {
   std::string vm;
   std::string node;
+  std::string driver;
   std::string memory;
   std::string dirty_rate;
   uint64_t seed = 0;
   CLI::Option* seed_option = nullptr;
+  // --driver qemu (docs/qemu.md)
+  std::string kernel, initrd, append, qmp_socket, accel;
 };
+
+// Paths go to dwcpd as absolute paths: it resolves them on its host, from its own directory.
+std::string AbsolutePath(const std::string& path) {
+  if (path.empty() || path[0] == '/') return path;
+  std::error_code ec;
+  auto abs = std::filesystem::absolute(path, ec);
+  return ec ? path : abs.lexically_normal().string();
+}
 
 int VmCreate(const CommonFlags& common, const VmCreateFlags& flags) {
   json body = {{"id", flags.vm}};
@@ -117,7 +132,32 @@ int VmCreate(const CommonFlags& common, const VmCreateFlags& flags) {
     body["dirty_rate"] = rate;
   }
   if (flags.seed_option != nullptr && flags.seed_option->count() > 0) body["seed"] = flags.seed;
-  ApiClient client = MakeClient(common);
+  const bool qemu = flags.driver == "qemu";
+  if (!flags.driver.empty()) body["driver"] = flags.driver;
+  for (auto [name, value] : {std::pair{"--kernel", &flags.kernel},
+                             {"--initrd", &flags.initrd},
+                             {"--append", &flags.append},
+                             {"--qmp-socket", &flags.qmp_socket},
+                             {"--accel", &flags.accel}}) {
+    if (!value->empty() && !qemu) return UsageError(std::string(name) + " needs --driver qemu");
+  }
+  if (qemu) {
+    if (!flags.dirty_rate.empty() || (flags.seed_option && flags.seed_option->count() > 0)) {
+      return UsageError("--dirty-rate and --seed are for synthetic guests");
+    }
+    if (flags.kernel.empty() == flags.qmp_socket.empty()) {
+      return UsageError(
+          "--driver qemu needs --kernel (to start a guest) or --qmp-socket (to "
+          "adopt a running QEMU)");
+    }
+    if (!flags.kernel.empty()) body["kernel"] = AbsolutePath(flags.kernel);
+    if (!flags.initrd.empty()) body["initrd"] = AbsolutePath(flags.initrd);
+    if (!flags.append.empty()) body["append"] = flags.append;
+    if (!flags.qmp_socket.empty()) body["qmp_socket"] = AbsolutePath(flags.qmp_socket);
+    if (!flags.accel.empty()) body["accel"] = flags.accel;
+  }
+  // A qemu create returns once QEMU runs; with a KVM probe, once the guest booted (<= 30 s).
+  ApiClient client = MakeClient(common, qemu ? milliseconds(120000) : milliseconds(0));
   Result<json> vm = client.Post("/api/v1/vms", body);
   if (!vm.ok()) return CallFailed(vm.status());
   if (common.json) {
@@ -126,6 +166,17 @@ int VmCreate(const CommonFlags& common, const VmCreateFlags& flags) {
   }
   std::string id = JsonString(*vm, "id");
   std::string node = JsonString(*vm, "node");
+  if (JsonString(*vm, "driver") == "qemu") {
+    const json q = vm->contains("qemu") ? (*vm)["qemu"] : json::object();
+    std::cout << (JsonBool(q, "adopted") ? "adopted " : "created ") << (id.empty() ? flags.vm : id)
+              << " on " << (node.empty() ? "?" : node) << " (qemu, "
+              << FormatBytes(JsonUint(*vm, "memory_bytes")) << ", " << JsonString(q, "accel")
+              << (JsonInt(q, "pid") > 0 ? ", pid " + std::to_string(JsonInt(q, "pid")) : "") << ", "
+              << JsonString(q, "status") << ")\n";
+    if (!JsonString(q, "console").empty())
+      std::cout << "console: " << JsonString(q, "console") << "\n";
+    return kExitOk;
+  }
   std::cout << "created " << (id.empty() ? flags.vm : id) << " on " << (node.empty() ? "?" : node)
             << " (" << FormatBytes(JsonUint(*vm, "memory_bytes")) << ", dirtying "
             << FormatRate(JsonDouble(*vm, "dirty_rate")) << ")\n";
@@ -416,6 +467,48 @@ int SetBandwidth(const CommonFlags& common, const BandwidthFlags& flags) {
   return kExitOk;
 }
 
+// ---- dwcp quarantine ----
+
+// Peers the answering node refuses after a Byzantine detection (docs/consensus.md).
+int QuarantineList(const CommonFlags& common) {
+  ApiClient client = MakeClient(common);
+  Result<json> reply = client.Get("/api/v1/quarantine");
+  if (!reply.ok()) return CallFailed(reply.status());
+  if (common.json) {
+    std::cout << DumpJson(*reply) << "\n";
+    return kExitOk;
+  }
+  const json list = reply->value("quarantined", json::array());
+  const std::string node = JsonString(*reply, "node");
+  if (list.empty()) {
+    std::cout << node << " refuses no peer\n";
+    return kExitOk;
+  }
+  const int64_t now = RealClock::Instance().WallMillis();
+  std::cout << "PEER              REASON              ENDS IN     DETAIL\n";
+  for (const json& e : list) {
+    std::string peer = JsonString(e, "peer"), reason = JsonString(e, "reason");
+    peer.resize(std::max<size_t>(peer.size(), 17), ' ');
+    reason.resize(std::max<size_t>(reason.size(), 19), ' ');
+    std::string ends = FormatSeconds((JsonInt(e, "until_ms") - now) / 1e3);
+    ends.resize(std::max<size_t>(ends.size(), 11), ' ');
+    std::cout << peer << " " << reason << " " << ends << " " << JsonString(e, "detail") << "\n";
+  }
+  return kExitOk;
+}
+
+int QuarantineLift(const CommonFlags& common, const std::string& peer) {
+  ApiClient client = MakeClient(common);
+  Result<json> reply = client.Delete("/api/v1/quarantine/" + peer);
+  if (!reply.ok()) return CallFailed(reply.status());
+  if (common.json) {
+    std::cout << DumpJson(*reply) << "\n";
+  } else {
+    std::cout << JsonString(*reply, "node") << " accepts " << peer << " again\n";
+  }
+  return kExitOk;
+}
+
 // ---- dwcp demo ----
 
 struct DemoFlags {
@@ -486,12 +579,35 @@ int RunCli(int argc, char** argv) {
   vm_create->add_option("--vm", create_flags.vm, "VM id, [A-Za-z0-9._-]{1,64}")->required();
   vm_create->add_option("--node", create_flags.node,
                         "node to boot on (default: the answering node)");
+  vm_create
+      ->add_option("--driver", create_flags.driver,
+                   "synthetic (in-process guest, default) or qemu (a real QEMU guest)")
+      ->check(CLI::IsMember({"synthetic", "qemu"}));
   vm_create->add_option("--memory", create_flags.memory,
-                        "guest memory, e.g. 1GiB (default 256MiB)");
+                        "guest memory, e.g. 1GiB (default 256MiB; qemu: a multiple of 1MiB, "
+                        "taken from QEMU when adopting)");
   vm_create->add_option("--dirty-rate", create_flags.dirty_rate,
-                        "bytes the guest dirties per second, e.g. 20MB/s (default 0)");
-  create_flags.seed_option =
-      vm_create->add_option("--seed", create_flags.seed, "content-model seed (default random)");
+                        "synthetic: bytes the guest dirties per second, e.g. 20MB/s (default 0)");
+  create_flags.seed_option = vm_create->add_option(
+      "--seed", create_flags.seed, "synthetic: content-model seed (default random)");
+  vm_create->add_option("--kernel", create_flags.kernel,
+                        "qemu: kernel to boot (a path on the node's host)");
+  vm_create->add_option("--initrd", create_flags.initrd, "qemu: initramfs to boot with it");
+  vm_create->add_option("--append", create_flags.append,
+                        "qemu: kernel command line (default console=ttyS0)");
+  vm_create->add_option("--qmp-socket", create_flags.qmp_socket,
+                        "qemu: adopt the running QEMU behind this QMP unix socket instead");
+  vm_create
+      ->add_option("--accel", create_flags.accel,
+                   "qemu: auto (KVM when it boots the guest, else TCG; default), kvm or tcg")
+      ->check(CLI::IsMember({"auto", "kvm", "tcg"}));
+  vm_create->footer(
+      "Examples:\n"
+      "  dwcp vm create --vm vm-1 --memory 1GiB --dirty-rate 20MB/s\n"
+      "  make guest && dwcp vm create --vm vm-q --driver qemu --memory 256MiB \\\n"
+      "      --kernel build/guest/vmlinuz --initrd build/guest/initramfs.cpio.gz \\\n"
+      "      --append \"$(cat build/guest/cmdline)\"\n"
+      "  dwcp vm create --vm vm-a --driver qemu --qmp-socket /run/vm-a/qmp.sock");
   CLI::App* vm_list = vm->add_subcommand("list", "list VMs (GET /api/v1/vms)");
   AddCommonFlags(vm_list, &common);
 
@@ -575,6 +691,25 @@ int RunCli(int argc, char** argv) {
       "  dwcp bandwidth --node node-a 1Gbit/s\n"
       "  dwcp bandwidth --node node-a unlimited");
 
+  // quarantine
+  std::string quarantine_peer;
+  CLI::App* quarantine = app.add_subcommand(
+      "quarantine",
+      "peers a node refuses after a Byzantine detection: list, lift (docs/consensus.md)");
+  quarantine->require_subcommand(1);
+  AddCommonFlags(quarantine, &common);
+  CLI::App* quarantine_list = quarantine->add_subcommand(
+      "list", "the peers the node at --api refuses, why and until when (GET /api/v1/quarantine)");
+  AddCommonFlags(quarantine_list, &common);
+  CLI::App* quarantine_lift = quarantine->add_subcommand(
+      "lift", "accept a quarantined peer again (DELETE /api/v1/quarantine/NODE)");
+  AddCommonFlags(quarantine_lift, &common);
+  quarantine_lift->add_option("node", quarantine_peer, "the quarantined node's id")->required();
+  quarantine->footer(
+      "Examples:\n"
+      "  dwcp quarantine list --api http://node-b:8080\n"
+      "  dwcp quarantine lift node-a --api http://node-b:8080");
+
   // status
   CLI::App* status =
       app.add_subcommand("status", "nodes, VMs and the last 10 migrations of the cluster");
@@ -628,6 +763,8 @@ int RunCli(int argc, char** argv) {
   if (vm_list->parsed()) return VmList(common);
   if (migrate->parsed()) return Migrate(common, migrate_flags);
   if (status->parsed()) return ShowStatus(common);
+  if (quarantine_list->parsed()) return QuarantineList(common);
+  if (quarantine_lift->parsed()) return QuarantineLift(common, quarantine_peer);
   if (bandwidth->parsed()) return SetBandwidth(common, bandwidth_flags);
   if (rollout_status->parsed()) return RolloutStatus(common, rollout_flags);
   if (rollout_advance->parsed()) return RolloutChange(common, rollout_flags, /*advance=*/true);

@@ -250,17 +250,41 @@ std::string RenderTable(const std::vector<std::string>& headers,
 
 std::string RenderVmTable(const json& vms) {
   std::vector<std::vector<std::string>> rows;
+  bool any_qemu = false;
   for (const json& vm : Array(vms)) {
     std::string state = JsonString(vm, "state");
     std::string migration = JsonString(vm, "migration_id");
     if (!migration.empty()) state += " (" + migration + ")";
-    rows.push_back({JsonString(vm, "id"), JsonString(vm, "node"), state,
+    std::string driver = JsonString(vm, "driver");
+    const bool qemu = driver == "qemu";
+    any_qemu |= qemu;
+    // QEMU's own view from the owning node: "running, tcg, pid 4242"; "unknown" when the owner
+    // did not report it (unreachable, or it runs no QEMU for a VM that should run).
+    std::string qemu_status = "-";
+    if (qemu) {
+      const json q = vm.contains("qemu") ? vm["qemu"] : json();
+      if (!q.is_object()) {
+        qemu_status = JsonString(vm, "state") == "stopped" ? "-" : "unknown";
+      } else {
+        qemu_status = JsonString(q, "status") + ", " + JsonString(q, "accel");
+        if (JsonInt(q, "pid") > 0) qemu_status += ", pid " + std::to_string(JsonInt(q, "pid"));
+        if (JsonBool(q, "adopted")) qemu_status += ", adopted";
+      }
+    }
+    rows.push_back({JsonString(vm, "id"), JsonString(vm, "node"),
+                    driver.empty() ? "synthetic" : driver, state,
                     FormatBytes(JsonUint(vm, "memory_bytes")),
-                    FormatRate(JsonDouble(vm, "dirty_rate")),
-                    std::to_string(JsonInt(vm, "epoch"))});
+                    qemu ? "-" : FormatRate(JsonDouble(vm, "dirty_rate")),
+                    std::to_string(JsonInt(vm, "epoch")), qemu_status});
   }
   if (rows.empty()) return "no VMs (create one with `dwcp vm create --vm vm-1 --memory 256MiB`)\n";
-  return RenderTable({"ID", "NODE", "STATE", "MEMORY", "DIRTY RATE", "EPOCH"}, rows);
+  std::vector<std::string> header = {"ID",     "NODE",       "DRIVER", "STATE",
+                                     "MEMORY", "DIRTY RATE", "EPOCH",  "QEMU"};
+  if (!any_qemu) {
+    header.pop_back();
+    for (auto& row : rows) row.pop_back();
+  }
+  return RenderTable(header, rows);
 }
 
 std::string RenderStatus(const json& nodes, const json& vms, const json& migrations,

@@ -1,8 +1,10 @@
 // dwcpd: the DWCP v3 node agent.
 #include <csignal>
+#include <cstdlib>
 #include <iostream>
 #include <thread>
 
+#include "common/failpoint.h"
 #include "node/config.h"
 #include "node/node.h"
 #include "obs/log.h"
@@ -25,6 +27,14 @@ int main(int argc, char** argv) {
   if (!heap_sampling.ok()) {
     dwcp::obs::LogWarn("node", "heap profiles are off: cannot enable tcmalloc sampling",
                        {{"error", heap_sampling.ToString()}});
+  }
+  if (dwcp::Status fp = dwcp::Failpoints::Init(); !fp.ok()) {
+    std::cerr << "dwcpd: " << fp.message() << "\n";
+    return 2;
+  }
+  if (dwcp::Failpoints::Any()) {
+    dwcp::obs::LogWarn("node", "failpoints are armed (DWCP_FAILPOINTS): for fault tests only",
+                       {{"failpoints", std::getenv("DWCP_FAILPOINTS")}});
   }
 
   // Signals are taken by a dedicated thread so that shutdown runs outside signal context.

@@ -5,6 +5,7 @@
 #include <cstring>
 #include <string>
 
+#include "acp/round_commitment.h"
 #include "hde/page_delta.h"
 #include "hde/stream_codec.h"
 
@@ -171,7 +172,8 @@ void PageDecoder::Remember(uint64_t page, const uint8_t* content) {
   }
 }
 
-Status PageDecoder::Apply(const ParsedBatch& b, vm::Guest& guest, DecodeStats* stats) {
+Status PageDecoder::Apply(const ParsedBatch& b, vm::Guest& guest, DecodeStats* stats,
+                          std::array<uint8_t, 32>* leaf) {
   const auto t0 = clock_.Now();
   if (guest.page_count() != guest_pages_) {
     return FailedPrecondition("hde decoder for " + std::to_string(guest_pages_) +
@@ -241,6 +243,12 @@ Status PageDecoder::Apply(const ParsedBatch& b, vm::Guest& guest, DecodeStats* s
   if (ContentHash(records_) != b.header_.content_hash) {
     return DataLoss("hde batch " + std::to_string(b.header_.seq) +
                     " content hash mismatch: the rebuilt pages differ from the source's");
+  }
+
+  if (leaf != nullptr) {
+    acp::BatchLeafHasher hasher(b.header_.round, b.header_.seq);
+    for (size_t k = 0; k < n; ++k) hasher.AddPage(b.entries_[k].index, contents_[k]);
+    *leaf = hasher.Finish();
   }
 
   // Verified: write in entry order (a page named twice ends with its last entry).

@@ -12,6 +12,7 @@
 // same sequence number.
 #pragma once
 
+#include <array>
 #include <cstdint>
 #include <span>
 #include <vector>
@@ -90,8 +91,10 @@ class PageDecoder {
   // the guest every earlier batch went to. Protocol error when batch.seq() is not next_seq();
   // DataLoss when the rebuilt pages do not match the content hash (the destination does not
   // hold what the source believes, or the batch is corrupt). The guest is untouched unless
-  // it returns OK. `stats` (optional) receives the batch's stats.
-  Status Apply(const ParsedBatch& batch, vm::Guest& guest, DecodeStats* stats = nullptr);
+  // it returns OK. `stats` (optional) receives the batch's stats; `leaf` (optional) the
+  // round-commitment leaf of the rebuilt pages (acp::BatchLeafHasher, docs/consensus.md).
+  Status Apply(const ParsedBatch& batch, vm::Guest& guest, DecodeStats* stats = nullptr,
+               std::array<uint8_t, 32>* leaf = nullptr);
 
   // Parse + Apply.
   Status Apply(std::span<const uint8_t> payload, vm::Guest& guest, DecodeStats* stats = nullptr);

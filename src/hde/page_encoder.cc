@@ -1,6 +1,10 @@
 #include "hde/page_encoder.h"
 
 #include <xxhash.h>
+
+#include <optional>
+
+#include "acp/round_commitment.h"
 #include <zstd.h>
 
 #include <algorithm>
@@ -99,6 +103,8 @@ Result<PlannedBatch> PageEncoder::Plan(uint32_t round, std::span<const uint64_t>
   size_t sp = 0;
   uint64_t expected = 0;
   uint32_t stored = 0;
+  std::optional<acp::BatchLeafHasher> leaf;
+  if (config_.commit_leaves) leaf.emplace(round, next_seq_);  // next_seq_ becomes h.seq
 
   for (size_t k = 0; k < n; ++k) {
     const uint64_t index = indices[k];
@@ -108,6 +114,7 @@ Result<PlannedBatch> PageEncoder::Plan(uint32_t round, std::span<const uint64_t>
     expected = index + 1;
     uint8_t* const page = out + sp + hdr;
     CopyPage(page, guest.PageData(index));
+    if (leaf) leaf->AddPage(index, page);
     uint8_t hash[16];
     EntryKind kind = EntryKind::kRaw;
     Pattern pattern;
@@ -185,6 +192,7 @@ Result<PlannedBatch> PageEncoder::Plan(uint32_t round, std::span<const uint64_t>
   h.stream_size = static_cast<uint32_t>(sp);
   h.stored_pages = stored;
   h.content_hash = ContentHash(records_);
+  if (leaf) b.leaf_ = leaf->Finish();
 
   st.round = round;
   st.seq = h.seq;

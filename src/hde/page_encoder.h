@@ -57,6 +57,9 @@ struct EncoderConfig {
   uint32_t explore_every = 16;
   // Link rate assumed when Plan is given none (<= 0).
   double default_link_bytes_per_second = 1.25e9;
+  // Hash every batch's pages into a BLAKE2b leaf for round commitments (Byzantine detection,
+  // docs/consensus.md): costs about a cryptographic hash of every page sent.
+  bool commit_leaves = false;
 
   // InvalidArgument naming the offending field.
   Status Validate() const;
@@ -107,9 +110,13 @@ class PlannedBatch {
   uint32_t pages() const { return header_.count; }
   CodecSetting setting() const { return setting_; }
   const EncodeStats& stats() const { return stats_; }
+  // The batch's round-commitment leaf (acp::BatchLeafHasher over the snapshot it encoded);
+  // all zero unless EncoderConfig::commit_leaves.
+  const std::array<uint8_t, 32>& leaf() const { return leaf_; }
 
  private:
   friend class PageEncoder;
+  std::array<uint8_t, 32> leaf_{};
   BatchHeader header_;
   CodecSetting setting_;
   EncodeStats stats_;

@@ -162,6 +162,23 @@ amst::LinkSample OutgoingPages::SampleLink() const {
   return {};
 }
 
+OutgoingPages::RoundLeaves OutgoingPages::round_leaves() const {
+  std::lock_guard lock(mu_);
+  return round_leaves_;
+}
+
+Result<std::vector<std::array<uint8_t, 32>>> IncomingPages::Leaves(uint64_t first_seq,
+                                                                   uint64_t count) const {
+  std::lock_guard lock(mu_);
+  if (first_seq > leaves_.size() || count > leaves_.size() - first_seq) {
+    return Status(FailedPrecondition("batches " + std::to_string(first_seq) + ".." +
+                                     std::to_string(first_seq + count) + " are not all applied (" +
+                                     std::to_string(leaves_.size()) + " are)"));
+  }
+  return std::vector<std::array<uint8_t, 32>>(leaves_.begin() + first_seq,
+                                              leaves_.begin() + first_seq + count);
+}
+
 RoundTotals OutgoingPages::round_totals() const {
   std::lock_guard lock(mu_);
   return round_;
@@ -274,6 +291,7 @@ awaitable<Status> OutgoingPages::SendRound(uint32_t round, const std::vector<uin
   {
     std::lock_guard lock(mu_);
     round_ = RoundTotals{};
+    round_leaves_ = RoundLeaves{next_seq_, {}};
   }
   std::vector<uint64_t> batch_indices;
   uint64_t i = 0;
@@ -316,6 +334,10 @@ awaitable<Status> OutgoingPages::SendRound(uint32_t round, const std::vector<uin
       if (!planned.ok()) {
         SetError(planned.status());
         co_return planned.status();
+      }
+      if (options_.hde.commit_leaves) {
+        std::lock_guard lock(mu_);
+        round_leaves_.leaves.push_back(planned->leaf());
       }
       auto p = std::make_shared<hde::PlannedBatch>(std::move(planned).value());
       asio::post(*ctx_.pool, [self, batch, p] {
@@ -427,11 +449,13 @@ Status IncomingPages::ApplyLocked(const Pending& p) {
                          std::to_string(round_));
   }
   hde::DecodeStats ds;
-  Status st = decoder_.Apply(p.parsed, *guest_, &ds);
+  std::array<uint8_t, 32> leaf{};
+  Status st = decoder_.Apply(p.parsed, *guest_, &ds, keep_leaves_ ? &leaf : nullptr);
   if (!st.ok()) {
     ctx_.hde_stats->RecordRejected(st);
     return st;
   }
+  if (keep_leaves_) leaves_.push_back(leaf);  // applied in sequence order: index = seq
   round_ = p.parsed.round();
   ++applied_;
   pages_ += ds.pages;
@@ -512,7 +536,8 @@ awaitable<Status> IncomingPages::Deliver(std::vector<uint8_t> payload) {
   co_return Status::Ok();
 }
 
-awaitable<Status> IncomingPages::WaitApplied(uint64_t batches, std::chrono::milliseconds deadline) {
+awaitable<Status> IncomingPages::WaitApplied(uint64_t batches, std::chrono::milliseconds deadline,
+                                             bool at_least) {
   auto self = shared_from_this();
   asio::steady_timer timer(co_await asio::this_coro::executor);
   const auto until = std::chrono::steady_clock::now() + deadline;
@@ -520,6 +545,7 @@ awaitable<Status> IncomingPages::WaitApplied(uint64_t batches, std::chrono::mill
     {
       std::lock_guard lock(mu_);
       if (!error_.ok()) co_return error_;
+      if (at_least && applied_ >= batches) co_return Status::Ok();
       if (applied_ == batches && reorder_.pending() == 0) co_return Status::Ok();
       if (applied_ > batches || (applied_ == batches && reorder_.pending() > 0)) {
         co_return ProtocolError("source announced " + std::to_string(batches) +

@@ -18,6 +18,7 @@
 
 #include <asio.hpp>
 #include <asio/experimental/concurrent_channel.hpp>
+#include <array>
 #include <atomic>
 #include <chrono>
 #include <cstdint>
@@ -127,6 +128,13 @@ class OutgoingPages : public std::enable_shared_from_this<OutgoingPages> {
   // One stream's TCP_INFO (the primary's), for mode detection.
   amst::LinkSample SampleLink() const;
   RoundTotals round_totals() const;  // the round in progress or last sent
+  // With Options::hde.commit_leaves: the leaves of the last round's batches in sequence
+  // order, from sequence number `first_seq` (for its RoundCommitment).
+  struct RoundLeaves {
+    uint64_t first_seq = 0;
+    std::vector<std::array<uint8_t, 32>> leaves;
+  };
+  RoundLeaves round_leaves() const;
   RoundTotals totals() const;        // every round
 
  private:
@@ -164,6 +172,7 @@ class OutgoingPages : public std::enable_shared_from_this<OutgoingPages> {
   std::set<uint64_t> unwritten_;  // planned, not yet written
   Status error_;
   RoundTotals round_, total_;
+  RoundLeaves round_leaves_;
 };
 
 // Always owned by a std::shared_ptr (pool tasks keep it alive).
@@ -180,9 +189,17 @@ class IncomingPages : public std::enable_shared_from_this<IncomingPages> {
   // a batch that fails later shows in error() and WaitApplied().
   asio::awaitable<Status> Deliver(std::vector<uint8_t> payload);
   // Waits until `batches` batches are applied, the migration failed, or `deadline` passed.
-  asio::awaitable<Status> WaitApplied(uint64_t batches, std::chrono::milliseconds deadline);
+  // More than `batches` (applied or waiting) is a protocol error, unless `at_least`: then
+  // later batches may already be arriving.
+  asio::awaitable<Status> WaitApplied(uint64_t batches, std::chrono::milliseconds deadline,
+                                      bool at_least = false);
   // Fails the migration (e.g. a data stream was lost). The first failure wins.
   void Fail(const Status& why);
+  // Keeps every applied batch's round-commitment leaf (call before the first batch).
+  void KeepLeaves() { keep_leaves_ = true; }
+  // The leaves of batches first_seq .. first_seq+count-1, all applied; FailedPrecondition
+  // while some are not.
+  Result<std::vector<std::array<uint8_t, 32>>> Leaves(uint64_t first_seq, uint64_t count) const;
 
   Status error() const;
   uint64_t applied() const;
@@ -213,6 +230,8 @@ class IncomingPages : public std::enable_shared_from_this<IncomingPages> {
   uint64_t pages_ = 0;
   uint32_t round_ = 0;  // highest round applied: batches never go back in rounds
   Status error_;
+  std::atomic<bool> keep_leaves_{false};
+  std::vector<std::array<uint8_t, 32>> leaves_;  // by sequence number
 };
 
 }  // namespace dwcp::migration

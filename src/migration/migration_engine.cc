@@ -4,11 +4,14 @@
 #include <asio/experimental/as_tuple.hpp>
 #include <cinttypes>
 #include <cstdio>
+#include <cstring>
 #include <future>
 #include <random>
 
 #include "amst/connection.h"
+#include "common/failpoint.h"
 #include "hde/page_codec.h"
+#include "migration/control_checks.h"
 #include "obs/log.h"
 #include "obs/pprof/task_registry.h"
 #include "obs/trace/tracer.h"
@@ -166,6 +169,10 @@ struct MigrationEngine::Outgoing : Active {
   uint32_t max_streams = 1;
   std::atomic<uint32_t> opening{0};       // extra streams being opened
   std::atomic<bool> joins_failed{false};  // stop adding streams after a refused join
+  // The commit CAS was sent: from here on only the store can say whether the VM moved.
+  bool commit_sent = false;
+  // The destination asked for signed round commitments (MigrationReady).
+  bool commitments = false;
 };
 
 IncomingGuestFactory SyntheticIncomingGuests() {
@@ -251,6 +258,7 @@ obs::trace::Span MigrationEngine::StartSpan(std::string_view name, std::string_v
 
 MigrationEngine::~MigrationEngine() {
   Shutdown(Ms(5000));
+  store_pool_.join();
   pool_.join();  // encode/decode tasks use members declared after the pool
 }
 
@@ -375,9 +383,26 @@ Result<acp::MigrationRecord> MigrationEngine::Start(const MigrationRequest& req)
       clock_.WallMillis() - dest->heartbeat_ms > config_.node_alive_window.count()) {
     return Status(FailedPrecondition("destination node " + req.dest_node + " is down"));
   }
+  if (std::string why = QuarantineReason(req.dest_node); !why.empty()) {
+    return Status(FailedPrecondition("destination node " + req.dest_node + " is quarantined (" +
+                                     why + "); lift it with DELETE /api/v1/quarantine/" +
+                                     req.dest_node));
+  }
   auto local = vms_.Find(req.vm_id);
   if (!local.guest) {
     return Status(FailedPrecondition("vm " + req.vm_id + " is not running on " + config_.node_id));
+  }
+  {
+    // A migration that failed may still be settling (its record already final): the guest
+    // is not free for another until it has.
+    std::lock_guard lock(mu_);
+    for (const auto& [key, a] : active_) {
+      auto* out = dynamic_cast<Outgoing*>(a.get());
+      if (out != nullptr && out->record.vm_id == req.vm_id) {
+        return Status(FailedPrecondition("vm " + req.vm_id + " is still finishing migration " +
+                                         out->record.id));
+      }
+    }
   }
 
   auto m = std::make_shared<Outgoing>();
@@ -408,6 +433,9 @@ Result<acp::MigrationRecord> MigrationEngine::Start(const MigrationRequest& req)
   acp::VmRecord desired = *vm;
   desired.state = acp::kVmMigrating;
   desired.migration_id = m->record.id;
+  // Registered before the record says migrating, so the fencing check never takes it for a
+  // migration that ended (RepairStranded).
+  Register(m);
   {
     auto span = StartSpan("acp_consensus", "acp", &m->root.context());
     span.SetAttribute("operation", "mark_migrating");
@@ -415,6 +443,7 @@ Result<acp::MigrationRecord> MigrationEngine::Start(const MigrationRequest& req)
     Status st = store_.CompareAndSwapVm(*vm, desired, &m->record);
     metrics_.consensus_latency().Observe(Seconds(clock_.Now() - c0));
     if (!st.ok()) {
+      Unregister(m->key);
       span.SetError(st.ToString());
       m->root.SetError(st.ToString());
       return st;
@@ -422,7 +451,6 @@ Result<acp::MigrationRecord> MigrationEngine::Start(const MigrationRequest& req)
   }
   m->vm_before = desired;
 
-  Register(m);
   metrics_.migrations_out.Increment();
   obs::LogInfo("migration", "migration started",
                {{"vm_id", req.vm_id},
@@ -477,15 +505,21 @@ awaitable<void> MigrationEngine::RunOutgoing(std::shared_ptr<Outgoing> m) {
     rec.hde_seconds = shares.hde;
     rec.acp_seconds = shares.acp;
   };
-  // Writes progress to the store at most four times a second (or when forced).
+  // Writes progress to the store at most four times a second (or when forced); after a
+  // failed write, not again for 5 s, so that a silent store slows the transfer only rarely
+  // (each attempt may wait up to store_timeout).
+  SteadyTime progress_retry_at{};
   auto progress = [&](bool force_write) {
     auto now = clock_.Now();
     if (!force_write && now - last_progress < Ms(250)) return;
+    if (!force_write && now < progress_retry_at) return;
     last_progress = now;
     record_shares();
     ScopedTime t(clock_, &shares.acp);
     Status st = store_.PutMigration(rec);
     if (!st.ok()) {
+      progress_retry_at = clock_.Now() + Ms(5000);
+      metrics_.CountError(obs::Component::kAcp, "store", "warning");
       obs::LogWarn("acp", "cannot record migration progress",
                    {{"migration_id", rec.id}, {"error", st.ToString()}});
     }
@@ -520,11 +554,26 @@ awaitable<void> MigrationEngine::RunOutgoing(std::shared_ptr<Outgoing> m) {
     }
     bool resume = st.ok();
     if (!st.ok()) {
-      // Someone (the destination resolving an in-doubt migration) already put the VM back;
-      // resume only if the store still says this node owns it at the same epoch.
+      // Someone (the destination resolving an in-doubt migration) already put the VM back, or
+      // the store does not answer. Resume only if the store still gives the VM to this node at
+      // the same epoch — or, when it cannot be read, if this node never sent its commit: only
+      // that commit can move the VM, so it is still ours (the node's fencing check puts the
+      // record back to running once the store answers; docs/consensus.md).
       auto now = store_.GetVm(rec.vm_id);
-      resume = now.ok() && now->node_id == config_.node_id && now->epoch == m->vm_before.epoch &&
-               now->state == acp::kVmRunning;
+      if (now.ok()) {
+        resume = now->node_id == config_.node_id && now->epoch == m->vm_before.epoch &&
+                 (now->state == acp::kVmRunning ||
+                  (now->state == acp::kVmMigrating && now->migration_id == rec.id &&
+                   !m->commit_sent));
+      } else {
+        resume = !m->commit_sent && now.status().code() != StatusCode::kNotFound;
+        if (resume) {
+          obs::LogWarn("acp", "store unreachable after a failed migration: the vm resumes on "
+                              "the source and its record is repaired when the store answers",
+                       {{"vm_id", rec.vm_id}, {"migration_id", rec.id},
+                        {"error", now.status().ToString()}});
+        }
+      }
       Status put = store_.PutMigration(rec);
       (void)put;
     }
@@ -653,14 +702,22 @@ awaitable<void> MigrationEngine::RunOutgoing(std::shared_ptr<Outgoing> m) {
     if (first.rtt_ms <= 0) first.rtt_ms = rtt_ms;
     m->root.SetAttribute("mode", amst::LinkModeName(ObserveLink(rec.dest_node, first, true)));
     if (st.ok()) st = expect(ack, wire::Control::kHelloAck);
-    if (st.ok() && ack->hello_ack().version() == 0) {
-      st = FailedPrecondition("no common protocol version: " + ack->hello_ack().error());
+    uint8_t version = 0;
+    if (st.ok()) {
+      std::vector<uint32_t> offered(hello.hello().versions().begin(),
+                                    hello.hello().versions().end());
+      auto accepted = AcceptedVersion(ack->hello_ack(), offered);
+      if (accepted.ok()) {
+        version = *accepted;
+      } else {
+        st = accepted.status();
+      }
     }
     if (!st.ok()) {
       co_await abort_out(st);
       co_return;
     }
-    conn->set_protocol(static_cast<uint8_t>(ack->hello_ack().version()));
+    conn->set_protocol(version);
     rec.protocol = "v" + std::to_string(conn->protocol());
     m->root.SetAttribute("protocol", rec.protocol);
   }
@@ -685,6 +742,11 @@ awaitable<void> MigrationEngine::RunOutgoing(std::shared_ptr<Outgoing> m) {
     if (st.ok()) {
       m->stream_token = ready->ready().stream_token();
       m->max_streams = std::max(1u, ready->ready().max_streams());
+      m->commitments = ready->ready().round_commitments();
+      if (m->commitments && (!config_.node_key || conn->protocol() < 3)) {
+        st = FailedPrecondition("destination requires signed round commitments, which this "
+                                "node cannot send (no node key, or protocol v1)");
+      }
     }
     if (!st.ok()) {
       co_await abort_out(st);
@@ -703,6 +765,7 @@ awaitable<void> MigrationEngine::RunOutgoing(std::shared_ptr<Outgoing> m) {
   popts.window = config_.batch_window;
   popts.io_timeout = config_.io_timeout;
   popts.migration_bucket = m->bucket;
+  popts.hde.commit_leaves = m->commitments;
   auto pages = std::make_shared<OutgoingPages>(DataContext(), popts, guest);
   const SteadyTime t_transfer_start = clock_.Now();
   {
@@ -843,6 +906,23 @@ awaitable<void> MigrationEngine::RunOutgoing(std::shared_ptr<Outgoing> m) {
       hde_span.End();
     }
     DWCP_CO_RETURN_IF_ERROR(st);
+    if (m->commitments) {
+      // Every batch of the round is written: commit to them (docs/consensus.md).
+      const OutgoingPages::RoundLeaves rl = pages->round_leaves();
+      acp::Hash256 root = acp::MerkleRoot(rl.leaves);
+      if (Failpoints::Armed("migration.source.tamper_commitment")) root[0] ^= 1;
+      std::string signature = config_.node_key->Sign(acp::RoundCommitmentMessage(
+          rec.id, rec.vm_id, m->vm_before.epoch, round, rl.first_seq, rl.leaves.size(), root));
+      if (Failpoints::Armed("migration.source.forge_signature")) signature[0] ^= 1;
+      wire::Control rc;
+      auto* c = rc.mutable_round_commitment();
+      c->set_round(round);
+      c->set_first_seq(rl.first_seq);
+      c->set_batches(rl.leaves.size());
+      c->set_root(root.data(), root.size());
+      c->set_signature(signature);
+      DWCP_CO_RETURN_IF_ERROR(co_await send_ctl(rc));
+    }
     round_span.SetAttribute("bytes", t.logical_bytes);
     round_span.SetAttribute("wire_bytes", t.payload_bytes);
     round_span.SetAttribute("streams", pages->streams());
@@ -887,6 +967,7 @@ awaitable<void> MigrationEngine::RunOutgoing(std::shared_ptr<Outgoing> m) {
     (void)guest.Digest();
   }
   while (st.ok()) {
+    co_await FailpointWait("migration.source.precopy_round");
     uint64_t remaining = guest.DirtyPageCount() * vm::kPageSize;
     double bw = transfer_seconds > 0 ? logical_sent / transfer_seconds : 0;
     const uint64_t limit = m->bucket->rate();
@@ -927,6 +1008,7 @@ awaitable<void> MigrationEngine::RunOutgoing(std::shared_ptr<Outgoing> m) {
   guest.Pause();
   paused = true;
   t_pause = clock_.Now();
+  co_await FailpointWait("migration.source.paused");
   ++round;
   rec.round = round;
   dirty.clear();
@@ -987,20 +1069,33 @@ awaitable<void> MigrationEngine::RunOutgoing(std::shared_ptr<Outgoing> m) {
   moved.state = acp::kVmRunning;
   moved.migration_id.clear();
   moved.epoch = m->vm_before.epoch + 1;
+  co_await FailpointWait("migration.source.before_commit");
   step = StartSpan("acp_consensus", "acp", &root_ctx);
   step.SetAttribute("operation", "commit_ownership");
   step.SetAttribute("epoch", moved.epoch);
   {
     ScopedTime t(clock_, &shares.acp);
     SteadyTime c0 = clock_.Now();
-    st = store_.CompareAndSwapVm(m->vm_before, moved, &rec);
+    m->commit_sent = true;
+    st = co_await Blocking([&] { return store_.CompareAndSwapVm(m->vm_before, moved, &rec); });
     metrics_.commit_latency.Observe(Seconds(clock_.Now() - c0));
     metrics_.consensus_latency().Observe(Seconds(clock_.Now() - c0));
   }
+  if (!st.ok() && st.code() != StatusCode::kFailedPrecondition) {
+    // The answer was lost: the commit may or may not have landed. The guest stays paused
+    // until the store decides (docs/consensus.md, "the source's commit is in doubt").
+    step.SetAttribute("in_doubt", true);
+    if (co_await ResolveOwnCommit(rec, m->vm_before, moved)) st = Status::Ok();
+  }
   if (!st.ok()) {
-    co_await abort_out(Status(st.code() == StatusCode::kFailedPrecondition
-                                  ? FailedPrecondition("commit lost: " + st.message())
-                                  : st));
+    // A named value, not a conditional in the co_await expression: GCC 12 destroys a
+    // temporary of `c ? prvalue : lvalue` inside co_await twice (a double free that corrupted
+    // the heap whenever a commit lost its race).
+    Status why = st;
+    if (st.code() == StatusCode::kFailedPrecondition) {
+      why = FailedPrecondition("commit lost: " + st.message());
+    }
+    co_await abort_out(std::move(why));
     co_return;
   }
   {
@@ -1011,6 +1106,7 @@ awaitable<void> MigrationEngine::RunOutgoing(std::shared_ptr<Outgoing> m) {
   guest.StopDirtyLog();
   vms_.Remove(rec.vm_id);
   metrics_.vms_running.Set(static_cast<double>(vms_.size()));
+  co_await FailpointWait("migration.source.after_commit");
 
   step = StartSpan("resume_vm", "migration", &root_ctx);
   wire::Control commit;
@@ -1039,7 +1135,18 @@ awaitable<void> MigrationEngine::RunOutgoing(std::shared_ptr<Outgoing> m) {
   rec.network_bytes = conn->wire_bytes_sent() + pages->extra_wire_bytes();
   double elapsed = Seconds(clock_.Now() - t_transfer_start);
   rec.throughput_bps = elapsed > 0 ? logical_sent / elapsed : 0;
-  progress(true);
+  record_shares();
+  // The final record: nothing else would end it, so keep trying while the store is silent.
+  for (int attempt = 0;; ++attempt) {
+    Status put = co_await Blocking([&] { return store_.PutMigration(rec); });
+    if (put.ok() || stopping_) break;
+    if (attempt == 0) {
+      metrics_.CountError(obs::Component::kAcp, "store", "warning");
+      obs::LogWarn("acp", "cannot record the completed migration; retrying",
+                   {{"migration_id", rec.id}, {"error", put.ToString()}});
+    }
+    co_await StoreRetryDelay(attempt);
+  }
 
   metrics_.migrations(obs::MigrationResult::kSuccess, conn->protocol()).Increment();
   metrics_.migration_latency(shares.Dominant()).Observe(rec.total_ms / 1e3);
@@ -1143,22 +1250,29 @@ awaitable<void> MigrationEngine::ServeIncoming(std::shared_ptr<amst::Connection>
     done();
     co_return;
   }
-  uint32_t version = 0;
-  for (uint32_t offered : hello->hello().versions()) {
-    for (uint32_t mine : config_.protocols) {
-      if (offered == mine) version = std::max(version, offered);
-    }
-  }
+  const std::string peer = hello->hello().node_id();
+  const std::string quarantined = QuarantineReason(peer);
+  const uint32_t version =
+      quarantined.empty() ? NegotiateVersion(hello->hello(), config_.protocols) : 0;
   {
     wire::Control ack;
     ack.mutable_hello_ack()->set_node_id(config_.node_id);
     ack.mutable_hello_ack()->set_version(version);
-    if (version == 0) ack.mutable_hello_ack()->set_error("no common protocol version");
+    if (!quarantined.empty()) {
+      ack.mutable_hello_ack()->set_error("node " + config_.node_id + " has quarantined " + peer +
+                                         ": " + quarantined);
+    } else if (version == 0) {
+      ack.mutable_hello_ack()->set_error("no common protocol version");
+    }
     Status st = co_await conn->SendControl(ack, config_.io_timeout);
     if (version == 0 || !st.ok()) {
-      reject(version == 0
-                 ? FailedPrecondition("no common protocol version with " + hello->hello().node_id())
-                 : st);
+      if (!quarantined.empty()) {
+        metrics_.CountError(obs::Component::kAcp, "quarantined", "warning");
+        obs::LogWarn("acp", "refused a connection from a quarantined peer",
+                     {{"peer", peer}, {"reason", quarantined}, {"address", conn->peer()}});
+      } else {
+        reject(version == 0 ? FailedPrecondition("no common protocol version with " + peer) : st);
+      }
       done();
       co_return;
     }
@@ -1195,19 +1309,25 @@ awaitable<void> MigrationEngine::ServeIncoming(std::shared_ptr<amst::Connection>
   // Check the request against the store: the VM must be migrating to us under this id.
   Status st;
   {
-    auto vm = store_.GetVm(vm_id);
-    auto mig = store_.GetMigration(migration_id);
+    auto vm = co_await Blocking([&] { return store_.GetVm(vm_id); });
+    auto mig = co_await Blocking([&] { return store_.GetMigration(migration_id); });
     if (!vm.ok()) {
       st = vm.status();
     } else if (!mig.ok()) {
       st = mig.status();
-    } else if (vm->state != acp::kVmMigrating || vm->migration_id != migration_id ||
-               vm->node_id != source_node || vm->epoch != epoch ||
-               mig->dest_node != config_.node_id) {
-      st = FailedPrecondition("store does not show vm " + vm_id + " migrating from " + source_node +
-                              " to " + config_.node_id + " as " + migration_id);
-    } else if (b.page_size() != vm::kPageSize) {
-      st = InvalidArgument("unsupported page size " + std::to_string(b.page_size()));
+    } else if (Status checked = CheckMigrationBegin(b, *vm, *mig, config_.node_id);
+               !checked.ok()) {
+      st = checked;
+      // The source marked the VM migrating before it connected: a begin the store
+      // contradicts is a peer that lies or replays (docs/consensus.md, "Byzantine peers").
+      if (vm->node_id != b.source_node() || vm->node_id != peer) {
+        Quarantine(peer, "owner_mismatch",
+                   "claims to own vm " + vm_id + ", which the store gives to " + vm->node_id);
+      } else if (vm->epoch != b.epoch()) {
+        Quarantine(peer, "stale_epoch",
+                   "sent vm " + vm_id + " at epoch " + std::to_string(b.epoch()) +
+                       "; the store is at " + std::to_string(vm->epoch));
+      }
     } else if (vms_.Find(vm_id).guest) {
       st = AlreadyExists("vm " + vm_id + " already runs here");
     } else if (stopping_) {
@@ -1223,6 +1343,30 @@ awaitable<void> MigrationEngine::ServeIncoming(std::shared_ptr<amst::Connection>
       st = g.status();
     }
   }
+  // Signed round commitments (docs/consensus.md): asked for when configured, or (auto) when
+  // the link to the source is in internet mode; verified with the key the store holds.
+  bool commitments = false;
+  std::string source_key;
+  if (st.ok()) ObserveLink(source_node, conn->SampleLink(), false);  // the handshake's RTT
+  if (st.ok() && version >= 3 && config_.round_commitments != EngineConfig::Commitments::kOff) {
+    commitments = config_.round_commitments == EngineConfig::Commitments::kOn ||
+                  LinkModeOf(source_node) == amst::LinkMode::kInternet;
+  }
+  if (commitments) {
+    auto node = co_await Blocking([&] { return store_.GetNode(source_node); });
+    if (node.ok()) source_key = node->public_key;
+    if (source_key.empty()) {
+      if (config_.round_commitments == EngineConfig::Commitments::kOn) {
+        st = FailedPrecondition("source node " + source_node +
+                                " has published no public key: its round commitments cannot be "
+                                "verified");
+      } else {
+        obs::LogWarn("acp", "source has no public key: receiving without round commitments",
+                     {{"source", source_node}, {"migration_id", migration_id}});
+      }
+      commitments = false;
+    }
+  }
   // The data plane, and the session additional streams join (v3).
   std::shared_ptr<IncomingPages> pages;
   std::shared_ptr<IncomingSession> session;
@@ -1230,6 +1374,7 @@ awaitable<void> MigrationEngine::ServeIncoming(std::shared_ptr<amst::Connection>
     pages = std::make_shared<IncomingPages>(
         DataContext(), static_cast<uint8_t>(version), guest,
         [conn](const Status&) { conn->Close(); });  // wakes the primary reader
+    if (commitments) pages->KeepLeaves();
     session = std::make_shared<IncomingSession>();
     session->token = NewStreamToken();
     session->version = static_cast<uint8_t>(version);
@@ -1252,6 +1397,7 @@ awaitable<void> MigrationEngine::ServeIncoming(std::shared_ptr<amst::Connection>
     if (st.ok() && version >= 3) {
       ready.mutable_ready()->set_stream_token(session->token);
       ready.mutable_ready()->set_max_streams(session->max_streams);
+      ready.mutable_ready()->set_round_commitments(commitments);
     }
     Status sent = co_await conn->SendControl(ready, config_.io_timeout);
     if (st.ok()) st = sent;
@@ -1270,11 +1416,58 @@ awaitable<void> MigrationEngine::ServeIncoming(std::shared_ptr<amst::Connection>
                 {"span_id", span_id},
                 {"source", source_node},
                 {"memory_bytes", b.memory_bytes()},
-                {"protocol", "v" + std::to_string(version)}});
+                {"protocol", "v" + std::to_string(version)},
+                {"round_commitments", commitments}});
 
   // Pages until MigrationComplete. Batches on this stream and on joined ones all go through
   // `pages`, which applies them in sequence.
   uint32_t current_round = 0;
+  uint32_t committed_round = 0;  // with commitments: the last round verified
+  uint64_t next_first_seq = 0;   // the first batch of the next round to commit
+  // With commitments, a round must be committed before the next round or the end.
+  auto missing_commitment = [&]() -> Status {
+    if (!commitments || committed_round == current_round) return Status::Ok();
+    Quarantine(peer, "missing_commitment",
+               "round " + std::to_string(current_round) + " of " + migration_id +
+                   " ended without a round commitment");
+    return DataLoss("round " + std::to_string(current_round) + " has no round commitment");
+  };
+  // Checks a round commitment against the pages received and the source's key.
+  auto verify_commitment = [&](const wire::RoundCommitment& rc) -> awaitable<Status> {
+    if (!commitments) co_return ProtocolError("unexpected round commitment");
+    if (rc.round() != current_round || committed_round == current_round ||
+        rc.first_seq() != next_first_seq) {
+      co_return ProtocolError("out-of-order round commitment for round " +
+                              std::to_string(rc.round()));
+    }
+    DWCP_CO_RETURN_IF_ERROR(co_await pages->WaitApplied(rc.first_seq() + rc.batches(),
+                                                        config_.io_timeout, /*at_least=*/true));
+    auto leaves = pages->Leaves(rc.first_seq(), rc.batches());
+    if (!leaves.ok()) co_return leaves.status();
+    const std::string& claimed = rc.root();
+    acp::Hash256 root{};
+    if (claimed.size() == root.size()) std::memcpy(root.data(), claimed.data(), root.size());
+    const std::string message = acp::RoundCommitmentMessage(
+        migration_id, vm_id, epoch, rc.round(), rc.first_seq(), rc.batches(), root);
+    if (claimed.size() != root.size() ||
+        !acp::NodeKey::Verify(source_key, message, rc.signature())) {
+      Quarantine(peer, "bad_signature",
+                 "round " + std::to_string(rc.round()) + " commitment of " + migration_id +
+                     " is not signed by " + source_node + "'s key");
+      co_return DataLoss("round " + std::to_string(rc.round()) +
+                         " commitment signature does not verify with " + source_node + "'s key");
+    }
+    if (acp::MerkleRoot(*leaves) != root) {
+      Quarantine(peer, "merkle_mismatch",
+                 "round " + std::to_string(rc.round()) + " of " + migration_id +
+                     ": the pages received do not match the signed Merkle root");
+      co_return DataLoss("round " + std::to_string(rc.round()) +
+                         " pages do not match the source's signed Merkle root");
+    }
+    committed_round = current_round;
+    next_first_seq += rc.batches();
+    co_return Status::Ok();
+  };
   std::future<void> warm_digest;  // fills the page-hash cache once round 1 has landed
   std::string source_digest;
   uint64_t mode_bytes_seen = 0;
@@ -1303,7 +1496,10 @@ awaitable<void> MigrationEngine::ServeIncoming(std::shared_ptr<amst::Connection>
       st = ProtocolError("control message does not parse");
       break;
     }
-    if (c.msg_case() == wire::Control::kRoundBegin) {
+    if (c.msg_case() == wire::Control::kRoundCommitment) {
+      st = co_await verify_commitment(c.round_commitment());
+    } else if (c.msg_case() == wire::Control::kRoundBegin) {
+      if (st = missing_commitment(); !st.ok()) break;
       if (c.round_begin().round() != current_round + 1) {
         st = ProtocolError("out-of-order round " + std::to_string(c.round_begin().round()));
       }
@@ -1315,6 +1511,7 @@ awaitable<void> MigrationEngine::ServeIncoming(std::shared_ptr<amst::Connection>
         warm_digest = std::async(std::launch::async, [guest] { (void)guest->Digest(); });
       }
     } else if (c.msg_case() == wire::Control::kComplete) {
+      if (st = missing_commitment(); !st.ok()) break;
       source_digest = c.complete().digest();
       // Batches on joined streams may still be arriving: wait until all are applied.
       const uint64_t batches = version >= 3 ? c.complete().batches() : pages->applied();
@@ -1351,7 +1548,9 @@ awaitable<void> MigrationEngine::ServeIncoming(std::shared_ptr<amst::Connection>
   }
   bool commit_received = false;
   if (st.ok()) {
-    auto c = co_await conn->ReceiveControl(config_.verify_timeout);
+    // Only the source's commit CAS is left: a source silent for io_timeout is settled
+    // through the store (ResolveInDoubt) instead.
+    auto c = co_await conn->ReceiveControl(config_.io_timeout);
     if (!c.ok()) {
       st = c.status();
     } else if (c->msg_case() == wire::Control::kCommit) {
@@ -1366,7 +1565,8 @@ awaitable<void> MigrationEngine::ServeIncoming(std::shared_ptr<amst::Connection>
 
   // Resume only what the store gives us.
   bool resume = false;
-  if (verified) resume = ResolveInDoubt(vm_id, migration_id, source_node, epoch);
+  if (verified) resume = co_await ResolveInDoubt(vm_id, migration_id, source_node, epoch);
+  if (resume) co_await FailpointWait("migration.dest.before_resume");
   if (resume) {
     auto resume_span = StartSpan("resume_vm", "migration", &span.context());
     vms_.Add(vm_id, guest, epoch + 1);
@@ -1383,6 +1583,15 @@ awaitable<void> MigrationEngine::ServeIncoming(std::shared_ptr<amst::Connection>
       r.mutable_resumed()->set_ok(true);
       Status ignored = co_await conn->SendControl(r, config_.io_timeout);
       (void)ignored;
+    } else {
+      // The source went quiet after its commit (it may be dead): end the record here. A
+      // source that is alive writes its own, fuller, final record too.
+      auto mig = co_await Blocking([&] { return store_.GetMigration(migration_id); });
+      if (mig.ok() && mig->finished_ms == 0) {
+        mig->phase = acp::kPhaseCompleted;
+        mig->finished_ms = clock_.WallMillis();
+        (void)co_await Blocking([&] { return store_.PutMigration(*mig); });
+      }
     }
   } else if (!st.ok()) {
     reject(st);
@@ -1596,38 +1805,200 @@ std::vector<MigrationEngine::LinkReport> MigrationEngine::Links() {
   return out;
 }
 
-bool MigrationEngine::ResolveInDoubt(const std::string& vm_id, const std::string& migration_id,
-                                     const std::string& source_node, uint64_t epoch) {
-  for (int attempt = 0; attempt < 50; ++attempt) {
-    auto vm = store_.GetVm(vm_id);
+awaitable<void> MigrationEngine::FailpointWait(const char* name) {
+  const Ms wait = Failpoints::Hit(name);
+  if (wait.count() <= 0) co_return;
+  asio::steady_timer timer(co_await asio::this_coro::executor, wait);
+  co_await timer.async_wait(as_tuple(use_awaitable));
+}
+
+awaitable<void> MigrationEngine::StoreRetryDelay(int attempt) {
+  asio::steady_timer timer(co_await asio::this_coro::executor,
+                           Ms(std::min(1000, 100 * (1 << std::min(attempt, 4)))));
+  co_await timer.async_wait(as_tuple(use_awaitable));
+}
+
+awaitable<bool> MigrationEngine::ResolveInDoubt(const std::string& vm_id,
+                                                const std::string& migration_id,
+                                                const std::string& source_node, uint64_t epoch) {
+  bool logged = false;
+  for (int attempt = 0;; ++attempt) {
+    if (stopping_) {
+      // The guest goes with the process; the store's answer decides at the next start.
+      obs::LogWarn("migration", "node stopping with a verified migration in doubt",
+                   {{"vm_id", vm_id}, {"migration_id", migration_id}});
+      co_return false;
+    }
+    auto vm = co_await Blocking([&] { return store_.GetVm(vm_id); });
     if (vm.ok()) {
-      if (vm->node_id == config_.node_id && vm->epoch == epoch + 1) return true;
-      if (vm->state != acp::kVmMigrating || vm->migration_id != migration_id) return false;
+      if (vm->node_id == config_.node_id && vm->epoch == epoch + 1) co_return true;
+      if (vm->state != acp::kVmMigrating || vm->migration_id != migration_id) co_return false;
       // Still migrating and the source went quiet: cancel it in the store. If the source's
       // commit lands first, this CAS fails and the next read shows us as the owner.
       acp::VmRecord back = *vm;
       back.state = acp::kVmRunning;
       back.migration_id.clear();
-      auto mig = store_.GetMigration(migration_id);
-      acp::MigrationRecord* rec = nullptr;
+      auto mig = co_await Blocking([&] { return store_.GetMigration(migration_id); });
+      std::optional<acp::MigrationRecord> rec;
       if (mig.ok()) {
-        mig->phase = acp::kPhaseAborted;
-        mig->error = "destination lost the source before the commit";
-        mig->finished_ms = clock_.WallMillis();
-        rec = &mig.value();
+        rec = *mig;
+        rec->phase = acp::kPhaseAborted;
+        rec->error = "destination lost the source before the commit";
+        rec->finished_ms = clock_.WallMillis();
       }
       const SteadyTime c0 = clock_.Now();
-      Status st = store_.CompareAndSwapVm(*vm, back, rec);
+      Status st = co_await Blocking(
+          [&] { return store_.CompareAndSwapVm(*vm, back, rec ? &*rec : nullptr); });
       metrics_.consensus_latency().Observe(Seconds(clock_.Now() - c0));
       if (st.ok()) {
         obs::LogWarn("migration", "in-doubt migration cancelled: vm stays on source",
                      {{"vm_id", vm_id}, {"migration_id", migration_id}, {"source", source_node}});
-        return false;
+        co_return false;
+      }
+      if (st.code() == StatusCode::kFailedPrecondition) continue;  // changed: read again
+    } else if (vm.status().code() == StatusCode::kNotFound) {
+      co_return false;
+    }
+    if (!logged) {
+      logged = true;
+      metrics_.CountError(obs::Component::kAcp, "in_doubt", "critical");
+      obs::LogError("migration",
+                    "migration in doubt and the store does not answer: the verified guest stays "
+                    "paused here until it does",
+                    {{"vm_id", vm_id},
+                     {"migration_id", migration_id},
+                     {"source", source_node},
+                     {"error", vm.ok() ? "" : vm.status().ToString()}});
+    }
+    co_await StoreRetryDelay(attempt);
+  }
+}
+
+awaitable<bool> MigrationEngine::ResolveOwnCommit(const acp::MigrationRecord& rec,
+                                                  const acp::VmRecord& before,
+                                                  const acp::VmRecord& moved) {
+  // Deciding means writing: an abort CAS that succeeds guarantees the lost commit can never
+  // apply later (both are guarded by the record's revision); one that fails with
+  // failed_precondition leaves a record that says which happened.
+  acp::VmRecord back = before;
+  back.state = acp::kVmRunning;
+  back.migration_id.clear();
+  metrics_.CountError(obs::Component::kAcp, "in_doubt", "critical");
+  obs::LogError("migration",
+                "commit outcome unknown: the guest stays paused until the store decides",
+                {{"vm_id", rec.vm_id}, {"migration_id", rec.id}, {"epoch", moved.epoch}});
+  for (int attempt = 0;; ++attempt) {
+    Status st = co_await Blocking([&] { return store_.CompareAndSwapVm(before, back); });
+    if (st.ok()) {
+      obs::LogWarn("migration", "in-doubt commit decided: aborted, the vm stays on the source",
+                   {{"vm_id", rec.vm_id}, {"migration_id", rec.id}});
+      co_return false;
+    }
+    if (st.code() == StatusCode::kFailedPrecondition || st.code() == StatusCode::kNotFound) {
+      auto now = co_await Blocking([&] { return store_.GetVm(rec.vm_id); });
+      if (now.ok()) {
+        const bool committed = now->node_id == moved.node_id && now->epoch == moved.epoch;
+        obs::LogWarn("migration",
+                     committed ? "in-doubt commit decided: it landed, the vm belongs to the "
+                                 "destination"
+                               : "in-doubt commit decided: it did not land",
+                     {{"vm_id", rec.vm_id},
+                      {"migration_id", rec.id},
+                      {"owner", now->node_id},
+                      {"epoch", now->epoch}});
+        co_return committed;
+      }
+      if (now.status().code() == StatusCode::kNotFound) co_return false;
+    }
+    if (stopping_) co_return false;  // the caller fences: never resume without an answer
+    co_await StoreRetryDelay(attempt);
+  }
+}
+
+bool MigrationEngine::IsActive(const std::string& migration_id) const {
+  std::lock_guard lock(mu_);
+  return active_.count(migration_id) > 0 || sessions_.count(migration_id) > 0;
+}
+
+Status MigrationEngine::RepairStranded(const acp::VmRecord& vm) {
+  if (vm.node_id != config_.node_id || vm.state != acp::kVmMigrating ||
+      IsActive(vm.migration_id)) {
+    return Status::Ok();
+  }
+  acp::VmRecord back = vm;
+  back.state = acp::kVmRunning;
+  back.migration_id.clear();
+  std::optional<acp::MigrationRecord> rec;
+  auto mig = store_.GetMigration(vm.migration_id);
+  if (mig.ok() && mig->finished_ms == 0) {
+    rec = *mig;
+    rec->phase = acp::kPhaseFailed;
+    rec->error = "migration ended while the store was unreachable; the vm stayed on its source";
+    rec->finished_ms = clock_.WallMillis();
+  }
+  const SteadyTime c0 = clock_.Now();
+  Status st = store_.CompareAndSwapVm(vm, back, rec ? &*rec : nullptr);
+  metrics_.consensus_latency().Observe(Seconds(clock_.Now() - c0));
+  if (st.ok()) {
+    obs::LogWarn("acp", "repaired a vm record left migrating by a migration that ended",
+                 {{"vm_id", vm.id}, {"migration_id", vm.migration_id}});
+  }
+  return st;
+}
+
+void MigrationEngine::Quarantine(const std::string& peer, std::string_view reason,
+                                 const std::string& detail) {
+  metrics_.CountByzantine(reason);
+  const int64_t now = clock_.WallMillis();
+  QuarantineEntry e{peer, std::string(reason), detail, now, now + config_.quarantine.count()};
+  size_t count = 0;
+  {
+    std::lock_guard lock(quarantine_mu_);
+    quarantine_[peer] = e;
+    count = quarantine_.size();
+  }
+  metrics_.quarantined_peers().Set(static_cast<double>(count));
+  obs::LogError("acp", "Byzantine peer detected: quarantined",
+                {{"peer", peer},
+                 {"reason", e.reason},
+                 {"detail", detail},
+                 {"until_ms", e.until_ms}});
+}
+
+std::vector<QuarantineEntry> MigrationEngine::Quarantined() {
+  const int64_t now = clock_.WallMillis();
+  std::vector<QuarantineEntry> out;
+  {
+    std::lock_guard lock(quarantine_mu_);
+    for (auto it = quarantine_.begin(); it != quarantine_.end();) {
+      if (it->second.until_ms <= now) {
+        it = quarantine_.erase(it);
+      } else {
+        out.push_back(it->second);
+        ++it;
       }
     }
-    std::this_thread::sleep_for(Ms(100));
   }
-  return false;
+  metrics_.quarantined_peers().Set(static_cast<double>(out.size()));
+  return out;
+}
+
+bool MigrationEngine::LiftQuarantine(const std::string& peer) {
+  bool lifted = false;
+  {
+    std::lock_guard lock(quarantine_mu_);
+    lifted = quarantine_.erase(peer) > 0;
+  }
+  if (lifted) obs::LogWarn("acp", "quarantine lifted", {{"peer", peer}});
+  (void)Quarantined();  // refreshes the gauge
+  return lifted;
+}
+
+std::string MigrationEngine::QuarantineReason(const std::string& peer) {
+  for (const auto& e : Quarantined()) {
+    if (e.peer == peer) return e.reason + ": " + e.detail;
+  }
+  return "";
 }
 
 }  // namespace dwcp::migration

@@ -20,10 +20,12 @@
 #include <memory>
 #include <mutex>
 #include <optional>
+#include <type_traits>
 #include <string>
 #include <utility>
 #include <vector>
 
+#include "acp/round_commitment.h"
 #include "acp/state_store.h"
 #include "amst/mode_detector.h"
 #include "amst/stream_controller.h"
@@ -85,6 +87,20 @@ struct EngineConfig {
   uint32_t batch_window = 16;         // batches between planned and written, per migration
   uint64_t node_bandwidth_limit = 0;  // bytes/s over all outgoing migrations; 0 = none
   MigrationObserver on_success;       // may be empty
+  // Byzantine detection (docs/consensus.md): whether this node, receiving, asks the source
+  // for signed round commitments — auto: when the link to the source is in internet mode.
+  enum class Commitments { kAuto, kOn, kOff };
+  Commitments round_commitments = Commitments::kAuto;
+  std::shared_ptr<const acp::NodeKey> node_key;  // signs this node's commitments; null: none
+  std::chrono::milliseconds quarantine{600000};  // how long a Byzantine peer is refused
+};
+
+// A peer this node refuses after a Byzantine detection.
+struct QuarantineEntry {
+  std::string peer;    // node id
+  std::string reason;  // the dwcp_v3_acp_byzantine_detections_total reason
+  std::string detail;
+  int64_t since_ms = 0, until_ms = 0;
 };
 
 struct MigrationRequest {
@@ -140,6 +156,19 @@ class MigrationEngine {
   std::array<uint64_t, 3> bytes_by_mode() const;
 
   size_t active_migrations() const;
+  // Peers refused after a Byzantine detection (expired ones dropped), and lifting one by
+  // hand (false when it was not quarantined).
+  std::vector<QuarantineEntry> Quarantined();
+  bool LiftQuarantine(const std::string& peer);
+  // A non-empty reason while `peer` is quarantined.
+  std::string QuarantineReason(const std::string& peer);
+
+  // True while a migration with this id runs here (either direction).
+  bool IsActive(const std::string& migration_id) const;
+  // A VM record this node owns that still says `migrating` for a migration that no longer
+  // runs here (it ended while the store was unreachable): puts it back to running and
+  // finishes the migration record as failed. Ok when there is nothing to repair.
+  Status RepairStranded(const acp::VmRecord& vm);
   // For health checks: whether the data listener accepts, and error counts since start.
   bool listening() const { return listening_; }
   uint64_t protocol_errors() const { return protocol_errors_; }
@@ -182,10 +211,35 @@ class MigrationEngine {
   // The current link mode of `peer` (datacenter before its first measurement).
   amst::LinkMode LinkModeOf(const std::string& peer);
 
-  // Resolves an incoming migration whose source went quiet after verification: resume if
-  // the store says we own the VM, otherwise cancel it in the store so the source keeps it.
-  bool ResolveInDoubt(const std::string& vm_id, const std::string& migration_id,
-                      const std::string& source_node, uint64_t epoch);
+  // Resolves an incoming migration after verification: true (resume) once the store says
+  // this node owns the VM at epoch + 1; false once the source keeps it (cancelling the
+  // migration in the store if it is still open). While the store does not answer, the
+  // verified guest stays paused and this keeps asking (until the node stops).
+  asio::awaitable<bool> ResolveInDoubt(const std::string& vm_id, const std::string& migration_id,
+                                       const std::string& source_node, uint64_t epoch);
+  // Decides a commit CAS whose answer was lost (source side): true when it landed. Keeps
+  // asking while the store does not answer; false on shutdown (the caller then never
+  // resumes the guest).
+  asio::awaitable<bool> ResolveOwnCommit(const acp::MigrationRecord& rec,
+                                         const acp::VmRecord& before, const acp::VmRecord& moved);
+  // Counts a Byzantine detection, logs it and refuses the peer for config.quarantine.
+  void Quarantine(const std::string& peer, std::string_view reason, const std::string& detail);
+
+  // Waits as long as DWCP_FAILPOINTS says at `name` (common/failpoint.h).
+  static asio::awaitable<void> FailpointWait(const char* name);
+  // Back-off between store attempts: 100 ms doubling up to 1 s.
+  static asio::awaitable<void> StoreRetryDelay(int attempt);
+
+  // Runs a blocking store call on store_pool_ so that no io thread waits for the store (an
+  // etcd leader election can take seconds); resumes on the calling coroutine's executor.
+  template <class F>
+  asio::awaitable<std::invoke_result_t<F>> Blocking(F f) {
+    using R = std::invoke_result_t<F>;
+    std::optional<R> out = co_await asio::co_spawn(
+        store_pool_, [&f]() -> asio::awaitable<std::optional<R>> { co_return f(); },
+        asio::use_awaitable);
+    co_return std::move(*out);
+  }
 
   // A span from the tracer, or a no-op span without one.
   obs::trace::Span StartSpan(std::string_view name, std::string_view component,
@@ -219,6 +273,7 @@ class MigrationEngine {
   std::atomic<uint64_t> digest_mismatches_{0};
   std::atomic<uint64_t> streams_joined_{0};
   asio::thread_pool pool_;  // HDE encode and decode
+  asio::thread_pool store_pool_{4};  // blocking store calls of coroutines (Blocking())
   hde::HdeStats hde_stats_;
   pba::BandwidthPredictor pba_;
   amst::TokenBucket node_bucket_;
@@ -226,6 +281,8 @@ class MigrationEngine {
   std::array<std::atomic<uint64_t>, 3> bytes_by_mode_{};
   struct IncomingSession;
   std::map<std::string, std::shared_ptr<IncomingSession>> sessions_;  // by migration id; mu_
+  std::mutex quarantine_mu_;
+  std::map<std::string, QuarantineEntry> quarantine_;  // by peer; quarantine_mu_
 };
 
 // "mig-" followed by 12 random hex digits.

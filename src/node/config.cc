@@ -5,11 +5,15 @@
 
 #include <CLI/CLI.hpp>
 #include <charconv>
+#include <filesystem>
+#include <fstream>
 #include <iostream>
+#include <iterator>
 #include <set>
+#include <tuple>
 
 #include "acp/store_factory.h"
-#include "amst/connection.h"
+#include "amst/host_port.h"
 #include "common/units.h"
 #include "hde/codec_selector.h"
 #include "hde/page_encoder.h"
@@ -59,17 +63,10 @@ acp::StoreOptions StoreOptionsOf(const NodeConfig& c) {
   return o;
 }
 
-Status LoadYamlConfig(const std::string& path, NodeConfig* c) {
-  YAML::Node root;
-  try {
-    root = YAML::LoadFile(path);
-  } catch (const YAML::BadFile&) {
-    return InvalidArgument("cannot read config file '" + path + "'");
-  } catch (const YAML::Exception& e) {
-    return InvalidArgument("config file '" + path + "' is not valid YAML: " + e.what());
-  } catch (const std::exception& e) {  // e.g. a directory: the stream throws on read
-    return InvalidArgument("cannot read config file '" + path + "': " + e.what());
-  }
+namespace {
+
+// The keys of a parsed config file (`path` names it in errors) on top of `c`.
+Status ApplyYamlConfig(const YAML::Node& root, const std::string& path, NodeConfig* c) {
   if (root.IsNull()) return Status::Ok();
   if (!root.IsMap()) return InvalidArgument("config file '" + path + "' must be a YAML mapping");
   // Keys must be plain strings, each given once.
@@ -97,6 +94,8 @@ Status LoadYamlConfig(const std::string& path, NodeConfig* c) {
       DWCP_RETURN_IF_ERROR(ReadScalar(v, key, &c->data_listen));
     } else if (key == "advertise_host") {
       DWCP_RETURN_IF_ERROR(ReadScalar(v, key, &c->advertise_host));
+    } else if (key == "data_advertise") {
+      DWCP_RETURN_IF_ERROR(ReadScalar(v, key, &c->data_advertise));
     } else if (key == "data_dir") {
       DWCP_RETURN_IF_ERROR(ReadScalar(v, key, &c->data_dir));
     } else if (key == "store") {
@@ -151,8 +150,10 @@ Status LoadYamlConfig(const std::string& path, NodeConfig* c) {
       DWCP_RETURN_IF_ERROR(ReadScalar(v, key, &c->worker_threads));
     } else if (key == "tls") {
       if (!v.IsMap()) return InvalidArgument("config key 'tls' must be a mapping");
+      std::set<std::string> seen_sub;
       for (auto t = v.begin(); t != v.end(); ++t) {
-        std::string k = t->first.as<std::string>();
+        std::string k;
+        DWCP_RETURN_IF_ERROR(key_of(t->first, "tls.", &seen_sub, &k));
         if (k == "enabled") {
           DWCP_RETURN_IF_ERROR(ReadScalar(t->second, "tls.enabled", &c->tls));
         } else if (k == "ca") {
@@ -171,6 +172,14 @@ Status LoadYamlConfig(const std::string& path, NodeConfig* c) {
       DWCP_RETURN_IF_ERROR(ReadScalar(v, key, &c->api_token));
     } else if (key == "downtime_budget") {
       DWCP_RETURN_IF_ERROR(ReadDuration(v, key, &c->downtime_budget_ms));
+    } else if (key == "node_lease") {
+      DWCP_RETURN_IF_ERROR(ReadDuration(v, key, &c->node_lease_ms));
+    } else if (key == "peer_timeout") {
+      DWCP_RETURN_IF_ERROR(ReadDuration(v, key, &c->peer_timeout_ms));
+    } else if (key == "round_commitments") {
+      DWCP_RETURN_IF_ERROR(ReadScalar(v, key, &c->round_commitments));
+    } else if (key == "quarantine") {
+      DWCP_RETURN_IF_ERROR(ReadDuration(v, key, &c->quarantine_ms));
     } else if (key == "max_rounds") {
       DWCP_RETURN_IF_ERROR(ReadScalar(v, key, &c->max_rounds));
     } else if (key == "on_round_limit") {
@@ -224,8 +233,10 @@ Status LoadYamlConfig(const std::string& path, NodeConfig* c) {
           DWCP_RETURN_IF_ERROR(ReadScalar(s->second, "profiling.cpu_duration", &p.cpu_duration));
         } else if (k == "retention") {
           if (!s->second.IsMap()) return InvalidArgument("profiling.retention must be a mapping");
+          std::set<std::string> seen_retention;
           for (auto r = s->second.begin(); r != s->second.end(); ++r) {
-            std::string rk = r->first.as<std::string>();
+            std::string rk;
+            DWCP_RETURN_IF_ERROR(key_of(r->first, "profiling.retention.", &seen_retention, &rk));
             if (rk == "max_age") {
               DWCP_RETURN_IF_ERROR(
                   ReadScalar(r->second, "profiling.retention.max_age", &p.max_age));
@@ -245,6 +256,32 @@ Status LoadYamlConfig(const std::string& path, NodeConfig* c) {
     }
   }
   return Status::Ok();
+}
+
+}  // namespace
+
+Status LoadYamlConfig(const std::string& path, NodeConfig* c) {
+  // Read here, not with YAML::LoadFile: yaml-cpp leaks its read buffer when the stream
+  // throws (a directory), which LeakSanitizer reports.
+  std::error_code ec;
+  if (std::filesystem::is_directory(path, ec)) {
+    return InvalidArgument("cannot read config file '" + path + "': it is a directory");
+  }
+  std::ifstream in(path, std::ios::binary);
+  if (!in.is_open()) return InvalidArgument("cannot read config file '" + path + "'");
+  std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  if (in.bad()) return InvalidArgument("cannot read config file '" + path + "'");
+  return LoadYamlConfigText(text, path, c);
+}
+
+Status LoadYamlConfigText(const std::string& text, const std::string& name, NodeConfig* c) {
+  YAML::Node root;
+  try {
+    root = YAML::Load(text);
+  } catch (const YAML::Exception& e) {
+    return InvalidArgument("config file '" + name + "' is not valid YAML: " + e.what());
+  }
+  return ApplyYamlConfig(root, name, c);
 }
 
 Status ValidateNodeConfig(NodeConfig* c) {
@@ -292,6 +329,29 @@ Status ValidateNodeConfig(NodeConfig* c) {
                            "'");
   }
   if (c->downtime_budget_ms <= 0) return InvalidArgument("--downtime-budget must be positive");
+  if (c->node_lease_ms < 1000 || c->node_lease_ms > 600000) {
+    return InvalidArgument("--node-lease must be between 1s and 10m");
+  }
+  if (c->peer_timeout_ms < 1000 || c->peer_timeout_ms > 600000) {
+    return InvalidArgument("--peer-timeout must be between 1s and 10m");
+  }
+  if (c->round_commitments != "auto" && c->round_commitments != "on" &&
+      c->round_commitments != "off") {
+    return InvalidArgument("--round-commitments must be auto, on or off, not '" +
+                           c->round_commitments + "'");
+  }
+  if (c->quarantine_ms < 1000 || c->quarantine_ms > 7 * 24 * 3600 * 1000LL) {
+    return InvalidArgument("--quarantine must be between 1s and 168h");
+  }
+  if (!c->data_advertise.empty()) {
+    std::string h;
+    uint16_t p = 0;
+    Status adv = amst::SplitHostPort(c->data_advertise, &h, &p);
+    if (!adv.ok() || p == 0) {
+      return InvalidArgument("--data-advertise must be HOST:PORT with a non-zero port, not '" +
+                             c->data_advertise + "'");
+    }
+  }
   if (c->max_rounds < 1 || c->max_rounds > 1000) {
     return InvalidArgument("--max-rounds must be between 1 and 1000");
   }
@@ -389,7 +449,7 @@ Status ValidateNodeConfig(NodeConfig* c) {
 Result<NodeConfig> ParseNodeConfig(int argc, char** argv, bool* exit_now) {
   *exit_now = false;
   NodeConfig flags;
-  std::string config_path, downtime;
+  std::string config_path, downtime, node_lease, peer_timeout, quarantine;
   CLI::App app{
       "dwcpd — the DWCP v3 node agent: runs VMs, sends and receives live migrations, "
       "serves the HTTP API (/api/v1/), /metrics and health checks."};
@@ -404,6 +464,9 @@ Result<NodeConfig> ParseNodeConfig(int argc, char** argv, bool* exit_now) {
   app.add_option("--advertise-host", flags.advertise_host,
                  "Address peers use to reach this node (default: the data, else the API "
                  "listen host; 127.0.0.1 when both are wildcards)");
+  app.add_option("--data-advertise", flags.data_advertise,
+                 "HOST:PORT peers dial for data connections, when it differs from the "
+                 "listener (NAT, a proxy); default: the advertise host and the data port");
   app.add_option("--data-dir", flags.data_dir, "State directory")->capture_default_str();
   app.add_option("--store", flags.store,
                  "State store: a SQLite file shared by the nodes of one host (default: "
@@ -473,6 +536,16 @@ Result<NodeConfig> ParseNodeConfig(int argc, char** argv, bool* exit_now) {
                  "Require 'Authorization: Bearer TOKEN' on mutating API calls");
   app.add_option("--downtime-budget", downtime,
                  "Switch over once the rest fits this downtime (default 300ms)");
+  app.add_option("--node-lease", node_lease,
+                 "A node that has not heartbeated for this long is down (default 10s)");
+  app.add_option("--peer-timeout", peer_timeout,
+                 "A migration peer silent for this long is gone (default 15s)");
+  app.add_option("--round-commitments", flags.round_commitments,
+                 "Ask sources for signed round commitments: auto (over internet-mode links), "
+                 "on, off")
+      ->capture_default_str();
+  app.add_option("--quarantine", quarantine,
+                 "How long a peer caught sending bad data or claims is refused (default 10m)");
   app.add_option("--max-rounds", flags.max_rounds, "Pre-copy round limit")->capture_default_str();
   app.add_option("--on-round-limit", flags.on_round_limit,
                  "At the round limit: 'force' switchover or 'abort'")
@@ -513,6 +586,8 @@ Result<NodeConfig> ParseNodeConfig(int argc, char** argv, bool* exit_now) {
   if (given("--api-listen")) config.api_listen = flags.api_listen;
   if (given("--data-listen")) config.data_listen = flags.data_listen;
   if (given("--advertise-host")) config.advertise_host = flags.advertise_host;
+  if (given("--data-advertise")) config.data_advertise = flags.data_advertise;
+  if (given("--round-commitments")) config.round_commitments = flags.round_commitments;
   if (given("--data-dir")) config.data_dir = flags.data_dir;
   if (given("--store")) config.store = flags.store;
   if (given("--store-ca-file")) config.store_ca_file = flags.store_ca_file;
@@ -556,6 +631,15 @@ Result<NodeConfig> ParseNodeConfig(int argc, char** argv, bool* exit_now) {
     auto ms = ParseDurationMillis(downtime);
     if (!ms.ok()) return Status(InvalidArgument("--downtime-budget: " + ms.status().message()));
     config.downtime_budget_ms = *ms;
+  }
+  for (auto [flag, text, out] :
+       {std::tuple{"--node-lease", &node_lease, &config.node_lease_ms},
+        std::tuple{"--peer-timeout", &peer_timeout, &config.peer_timeout_ms},
+        std::tuple{"--quarantine", &quarantine, &config.quarantine_ms}}) {
+    if (!given(flag)) continue;
+    auto ms = ParseDurationMillis(*text);
+    if (!ms.ok()) return Status(InvalidArgument(std::string(flag) + ": " + ms.status().message()));
+    *out = *ms;
   }
   DWCP_RETURN_IF_ERROR(ValidateNodeConfig(&config));
   return config;

@@ -42,6 +42,8 @@ struct NodeConfig {
   std::string api_listen = "0.0.0.0:8080";   // HTTP API, /metrics, health
   std::string data_listen = "0.0.0.0:7070";  // DWCP data connections
   std::string advertise_host;                // how peers reach us; default from the listeners
+  std::string data_advertise;  // HOST:PORT peers dial for data (NAT, proxy); default
+                               // advertise_host and the data listener's port
   std::string data_dir = "/var/lib/dwcp";
   std::string store;  // SQLite file (default <data_dir>/state.db) or etcd://host:port,...
   // etcd store only (docs/configuration.md): TLS, authentication and the per-call deadline.
@@ -77,6 +79,15 @@ struct NodeConfig {
   bool tls = true;
   std::string tls_ca, tls_cert, tls_key;
   int64_t downtime_budget_ms = 300;
+  // A node whose heartbeat is older than this is not alive: no migration goes to it and the
+  // cluster leader marks it down (docs/consensus.md).
+  int64_t node_lease_ms = 10000;
+  // A peer that sends nothing for this long during a migration is gone (any single frame).
+  int64_t peer_timeout_ms = 15000;
+  // Byzantine detection (docs/consensus.md): ask sources for signed round commitments —
+  // auto (over internet-mode links), on, off — and how long a peer caught lying is refused.
+  std::string round_commitments = "auto";
+  int64_t quarantine_ms = 600000;
   uint32_t max_rounds = 30;
   std::string on_round_limit = "force";  // force | abort
   uint32_t io_threads = 4;
@@ -104,6 +115,8 @@ Result<NodeConfig> ParseNodeConfig(int argc, char** argv, bool* exit_now);
 // Loads a YAML file on top of `config`. Unknown, repeated or empty keys are InvalidArgument,
 // as are an unreadable file and invalid YAML.
 Status LoadYamlConfig(const std::string& path, NodeConfig* config);
+// The same for YAML text; `name` names it in errors.
+Status LoadYamlConfigText(const std::string& text, const std::string& name, NodeConfig* config);
 
 // Checks values and fills defaults that depend on others: node_id (the host name) and
 // advertise_host (the data listener's host, else the API listener's, else 127.0.0.1 when

@@ -25,6 +25,7 @@ namespace dwcp::node {
 namespace {
 
 using Ms = std::chrono::milliseconds;
+using EC = migration::EngineConfig;
 
 bool ValidVmId(const std::string& id) {
   if (id.empty() || id.size() > 64) return false;
@@ -122,6 +123,18 @@ Status Node::Init() {
   }
   ec.node_id = config_.node_id;
   ec.downtime_budget_ms = config_.downtime_budget_ms;
+  ec.node_alive_window = Ms(config_.node_lease_ms);
+  ec.io_timeout = Ms(config_.peer_timeout_ms);
+  // The node's Ed25519 key signs its round commitments; peers find the public key in the
+  // store (docs/consensus.md, "Byzantine peers").
+  auto key = acp::NodeKey::LoadOrCreate(config_.data_dir + "/node.key");
+  if (!key.ok()) return key.status();
+  node_key_ = std::make_shared<const acp::NodeKey>(std::move(key).value());
+  ec.node_key = node_key_;
+  ec.round_commitments = config_.round_commitments == "on"    ? EC::Commitments::kOn
+                         : config_.round_commitments == "off" ? EC::Commitments::kOff
+                                                              : EC::Commitments::kAuto;
+  ec.quarantine = Ms(config_.quarantine_ms);
   ec.max_rounds = config_.max_rounds;
   ec.force_on_round_limit = config_.on_round_limit == "force";
   ec.max_tasks = config_.max_tasks;
@@ -214,11 +227,14 @@ bool Node::Heartbeat(const std::string& state) {
   rec.id = config_.node_id;
   rec.region = config_.region;
   rec.api_url = "http://" + config_.advertise_host + ":" + std::to_string(api_port());
-  rec.data_address = config_.advertise_host + ":" + std::to_string(data_port());
+  rec.data_address = !config_.data_advertise.empty()
+                         ? config_.data_advertise
+                         : config_.advertise_host + ":" + std::to_string(data_port());
   rec.state = state;
   rec.version = kVersion;
   rec.started_ms = started_ms_;
   rec.heartbeat_ms = clock_.WallMillis();
+  if (node_key_) rec.public_key = node_key_->public_key_hex();
   Status st = store_->UpsertNode(rec);
   if (!st.ok()) {
     metrics_.CountError(obs::Component::kAcp, "store", "warning");
@@ -233,19 +249,31 @@ void Node::RecoverOwnedVms() {
     obs::LogError("acp", "cannot list vms to recover", {{"error", vms.status().ToString()}});
     return;
   }
-  // Migrations this node was sending when it stopped can never finish now.
+  // Migrations this node was sending when it stopped end now: completed if their commit
+  // landed (the VM record names the destination at the next epoch), failed otherwise.
   auto migrations = store_->ListMigrations(1000);
   if (migrations.ok()) {
     for (auto m : *migrations) {
       if (m.source_node != config_.node_id || m.finished_ms != 0) continue;
-      m.phase = acp::kPhaseFailed;
-      m.error = "source node restarted during the migration";
+      bool committed = false;
+      for (const auto& vm : *vms) {
+        committed |= vm.id == m.vm_id && vm.node_id == m.dest_node &&
+                     vm.epoch == m.epoch_before + 1;
+      }
+      m.phase = committed ? acp::kPhaseCompleted : acp::kPhaseFailed;
+      m.error = committed ? "" : "source node restarted during the migration";
       m.finished_ms = clock_.WallMillis();
       (void)store_->PutMigration(m);
+      obs::LogWarn("migration", "ended a migration this node was sending when it stopped",
+                   {{"migration_id", m.id}, {"vm_id", m.vm_id}, {"phase", m.phase}});
     }
   }
   for (const auto& vm : *vms) {
     if (vm.node_id != config_.node_id) continue;
+    if (vm.driver == "qemu") {
+      RecoverQemuVm(vm);
+      continue;
+    }
     acp::VmRecord desired = vm;
     desired.state = acp::kVmRunning;
     desired.migration_id.clear();
@@ -277,6 +305,7 @@ void Node::BackgroundLoop() {
     double store_seconds = std::chrono::duration<double>(clock_.Now() - t0).count();
     metrics_.store_latency.Observe(store_seconds);
     CheckFencing();
+    CheckQemuVms();
     LeaderDuties();
     SampleHealthAndResources(store_ok, store_seconds);
     auto families = metrics_.Collect();  // one scrape feeds both
@@ -292,7 +321,7 @@ void Node::BackgroundLoop() {
 
 void Node::LeaderDuties() {
   constexpr int64_t kLeaseMs = 5000;      // renewed every second: a dead leader is replaced
-  constexpr int64_t kNodeDeadMs = 10000;  // the engine's node_alive_window
+  const int64_t kNodeDeadMs = config_.node_lease_ms;  // the engine's node_alive_window
   auto lease = store_->AcquireLease("cluster-leader", config_.node_id, kLeaseMs);
   const bool leader = lease.ok();
   if (leader != leader_) {
@@ -409,7 +438,11 @@ void Node::CheckFencing() {
     auto rec = store_->GetVm(id);
     if (!rec.ok() && rec.status().code() != StatusCode::kNotFound) continue;  // store hiccup
     bool ours = rec.ok() && rec->node_id == config_.node_id && rec->epoch == local.epoch;
-    if (ours) continue;
+    if (ours) {
+      // A migration that ended while the store was unreachable left the record migrating.
+      if (rec->state == acp::kVmMigrating) (void)engine_->RepairStranded(*rec);
+      continue;
+    }
     vms_.Remove(id);
     metrics_.vms_running.Set(static_cast<double>(vms_.size()));
     metrics_.CountError(obs::Component::kAcp, "fenced", "critical");
@@ -426,6 +459,10 @@ Result<acp::VmRecord> Node::CreateVm(const VmCreateRequest& req) {
   if (!ValidVmId(req.id)) {
     return Status(
         InvalidArgument("vm id '" + req.id + "' must be 1-64 letters, digits, '-', '_' or '.'"));
+  }
+  if (req.driver == "qemu") return CreateQemuVm(req);
+  if (req.driver != "synthetic") {
+    return Status(InvalidArgument("driver must be \"synthetic\" or \"qemu\""));
   }
   if (req.memory_bytes == 0 || req.memory_bytes % vm::kPageSize != 0) {
     return Status(InvalidArgument("memory must be a positive multiple of 4 KiB"));
@@ -461,6 +498,10 @@ Result<acp::VmRecord> Node::CreateVm(const VmCreateRequest& req) {
 Result<acp::MigrationRecord> Node::StartMigration(const migration::MigrationRequest& request,
                                                   bool protocol_pinned) {
   if (!ready_) return Status(Unavailable("node is not ready"));
+  if (auto vm = store_->GetVm(request.vm_id); vm.ok() && vm->driver == "qemu") {
+    return Status(Unimplemented("live migration of qemu guests is not implemented yet (vm " +
+                                request.vm_id + " runs on the qemu driver; docs/qemu.md)"));
+  }
   if (protocol_pinned) {
     auto started = engine_->Start(request);
     if (started.ok()) {
@@ -502,6 +543,7 @@ void Node::Stop() {
   if (was_ready) obs::LogInfo("node", "dwcpd stopping");
   if (engine_) engine_->Shutdown(Ms(30000));
   if (background_.joinable()) background_.join();
+  StopQemuVms();
   if (profiler_) profiler_->Stop();
   if (pprof_) pprof_->Stop();
   if (api_) api_->Stop();

@@ -7,6 +7,7 @@
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
+#include <map>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -23,6 +24,7 @@
 #include "obs/summary_history.h"
 #include "obs/metrics.h"
 #include "rollout/controller.h"
+#include "vm/qemu_guest.h"
 #include "vm/vm_table.h"
 
 namespace dwcp::api {
@@ -40,9 +42,15 @@ namespace dwcp::node {
 
 struct VmCreateRequest {
   std::string id;
+  std::string driver = "synthetic";  // synthetic | qemu
   uint64_t memory_bytes = 256ull << 20;
-  uint64_t dirty_rate = 0;
-  uint64_t seed = 0;  // 0: pick one
+  uint64_t dirty_rate = 0;  // synthetic only
+  uint64_t seed = 0;        // synthetic only; 0: pick one
+  // qemu only (docs/qemu.md): boot a kernel, or adopt the QEMU behind qmp_socket.
+  std::string kernel, initrd, append;
+  std::string qmp_socket;
+  std::string accel = "auto";  // auto | kvm | tcg
+  std::string boot_marker;     // console text that shows the guest booted (KVM probe)
 };
 
 inline constexpr const char* kVersion = "3.0.0";
@@ -64,8 +72,11 @@ class Node {
   // Blocks until Stop() has completed.
   void WaitForStop();
 
-  // Boots a synthetic guest here and records it (owner this node, epoch 1).
+  // Boots a guest here with the request's driver (a synthetic guest, or a QEMU guest that
+  // this node starts or adopts) and records it (owner this node, epoch 1).
   Result<acp::VmRecord> CreateVm(const VmCreateRequest& request);
+  // The QEMU guest of a qemu VM that runs here; null otherwise.
+  std::shared_ptr<vm::QemuGuest> FindQemuVm(const std::string& id) const;
   // Starts a migration of a VM this node owns. Unless `protocol_pinned` (the request named
   // its protocol), the rollout controller picks request.protocol from the region's stage.
   Result<acp::MigrationRecord> StartMigration(const migration::MigrationRequest& request,
@@ -88,12 +99,20 @@ class Node {
   vm::VmTable& vms() { return vms_; }
   obs::Metrics& metrics() { return metrics_; }
   Clock& clock() { return clock_; }
-  int64_t node_alive_window_ms() const { return 10000; }
+  int64_t node_alive_window_ms() const { return config_.node_lease_ms; }
 
  private:
   Node(NodeConfig config, Clock& clock);
   Status Init();
   void RecoverOwnedVms();
+  // The qemu driver's part of the node (node_qemu.cc).
+  Result<acp::VmRecord> CreateQemuVm(const VmCreateRequest& request);
+  void RecoverQemuVm(const acp::VmRecord& vm);
+  // Once a second: drops qemu VMs whose QEMU exited, and stops those the store gave away.
+  void CheckQemuVms();
+  // Quits the QEMU guests this node started (adopted ones keep running).
+  void StopQemuVms();
+  std::string QemuRunDir(const std::string& id) const;
   void BackgroundLoop();
   // Writes the heartbeat; false when the store did not take it.
   bool Heartbeat(const std::string& state);
@@ -114,9 +133,18 @@ class Node {
   obs::SummaryHistory summary_history_;
   std::unique_ptr<rollout::RolloutController> rollout_;
   vm::VmTable vms_;
+  // qemu VMs: not page-level guests, so not in vms_ (vm/qemu_guest.h).
+  struct LocalQemuVm {
+    std::shared_ptr<vm::QemuGuest> guest;
+    uint64_t epoch = 0;
+  };
+  vm::AccelSelector accel_selector_;
+  mutable std::mutex qemu_mu_;
+  std::map<std::string, LocalQemuVm> qemu_vms_;
   asio::io_context io_;
   std::unique_ptr<asio::executor_work_guard<asio::io_context::executor_type>> work_;
   std::vector<std::thread> io_threads_;
+  std::shared_ptr<const acp::NodeKey> node_key_;  // <data_dir>/node.key
   std::unique_ptr<migration::MigrationEngine> engine_;
   std::unique_ptr<api::ApiServer> api_;
   std::unique_ptr<obs::pprof::ProfilingServer> pprof_;

@@ -349,9 +349,15 @@ Metrics::Metrics(std::shared_ptr<prometheus::Registry> r)
                                      "Peers that sent data or credentials that do not verify, "
                                      "by reason");
   for (const char* reason :
-       {"digest_mismatch", "corrupt_batch", "bad_stream_token", "bad_certificate"}) {
+       {"digest_mismatch", "corrupt_batch", "bad_stream_token", "bad_certificate",
+        "merkle_mismatch", "bad_signature", "missing_commitment", "stale_epoch",
+        "owner_mismatch"}) {
     byzantine_family_->Add({{"reason", reason}});
   }
+  quarantined_peers_ = &GaugeFamily(Component::kAcp, "quarantined_peers", "",
+                                    "Peers this node refuses for a while after a Byzantine "
+                                    "detection (docs/consensus.md)")
+                            .Add({});
   stream_saturation_ = &prometheus::BuildGauge()
                             .Name("dwcp_v3_amst_stream_saturation_ratio")
                             .Help(

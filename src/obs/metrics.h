@@ -131,8 +131,11 @@ class Metrics {
   prometheus::Counter& leader_elections() { return *leader_elections_; }
   prometheus::Gauge& leader() { return *leader_; }
   // dwcp_v3_acp_byzantine_detections_total{reason}: a peer sent something that does not
-  // verify (digest_mismatch, corrupt_batch, bad_stream_token, bad_certificate).
+  // verify (digest_mismatch, corrupt_batch, bad_stream_token, bad_certificate,
+  // merkle_mismatch, bad_signature, missing_commitment, stale_epoch, owner_mismatch).
   void CountByzantine(std::string_view reason);
+  // dwcp_v3_acp_quarantined_peers: peers this node refuses after a Byzantine detection.
+  prometheus::Gauge& quarantined_peers() { return *quarantined_peers_; }
 
   // dwcp_v3_api_requests_total{code}: HTTP API requests by status code.
   void CountApiRequest(int http_status);
@@ -185,6 +188,7 @@ class Metrics {
   prometheus::Gauge* quorum_healthy_ = nullptr;
   prometheus::Counter* leader_elections_ = nullptr;
   prometheus::Gauge* leader_ = nullptr;
+  prometheus::Gauge* quarantined_peers_ = nullptr;
   prometheus::Family<prometheus::Counter>* byzantine_family_ = nullptr;
   prometheus::Gauge* stream_saturation_ = nullptr;
   prometheus::Family<prometheus::Gauge>* health_family_;

@@ -245,7 +245,8 @@ TEST(CommandsTest, ApiFromEnvironment) {
   CliRun r = RunDwcp({"vm", "list"});
   unsetenv("DWCP_API");
   EXPECT_EQ(r.rc, 0) << r.err;
-  EXPECT_NE(r.out.find("vm-1  node-a  running  1.00 GiB  20.00 MB/s  2"), std::string::npos)
+  EXPECT_NE(r.out.find("vm-1  node-a  synthetic  running  1.00 GiB  20.00 MB/s  2"),
+            std::string::npos)
       << r.out;
 }
 

@@ -186,10 +186,31 @@ TEST(FormatTest, VmTable) {
     {"id": "vm-2", "node": "node-b", "state": "migrating", "epoch": 4, "migration_id": "mig-9",
      "memory_bytes": 268435456, "dirty_rate": 0}])");
   EXPECT_EQ(RenderVmTable(vms),
-            "ID    NODE    STATE              MEMORY      DIRTY RATE  EPOCH\n"
-            "vm-1  node-a  running            1.00 GiB    20.00 MB/s  1\n"
-            "vm-2  node-b  migrating (mig-9)  256.00 MiB  0.00 B/s    4\n");
+            "ID    NODE    DRIVER     STATE              MEMORY      DIRTY RATE  EPOCH\n"
+            "vm-1  node-a  synthetic  running            1.00 GiB    20.00 MB/s  1\n"
+            "vm-2  node-b  synthetic  migrating (mig-9)  256.00 MiB  0.00 B/s    4\n");
   EXPECT_NE(RenderVmTable(json::array()).find("no VMs"), std::string::npos);
+}
+
+// A qemu VM adds the QEMU column: QEMU's status as its owner reports it.
+TEST(FormatTest, VmTableWithQemu) {
+  json vms = json::parse(R"([
+    {"id": "vm-1", "node": "node-a", "driver": "synthetic", "state": "running", "epoch": 1,
+     "memory_bytes": 1073741824, "dirty_rate": 0},
+    {"id": "vm-q", "node": "node-a", "driver": "qemu", "state": "running", "epoch": 1,
+     "memory_bytes": 268435456, "dirty_rate": 0,
+     "qemu": {"status": "paused", "accel": "tcg", "pid": 4242, "adopted": false}},
+    {"id": "vm-r", "node": "node-b", "driver": "qemu", "state": "running", "epoch": 2,
+     "memory_bytes": 134217728, "dirty_rate": 0, "qemu": null},
+    {"id": "vm-s", "node": "node-b", "driver": "qemu", "state": "stopped", "epoch": 2,
+     "memory_bytes": 134217728, "dirty_rate": 0, "qemu": null}])");
+  EXPECT_EQ(
+      RenderVmTable(vms),
+      "ID    NODE    DRIVER     STATE    MEMORY      DIRTY RATE  EPOCH  QEMU\n"
+      "vm-1  node-a  synthetic  running  1.00 GiB    0.00 B/s    1      -\n"
+      "vm-q  node-a  qemu       running  256.00 MiB  -           1      paused, tcg, pid 4242\n"
+      "vm-r  node-b  qemu       running  128.00 MiB  -           2      unknown\n"
+      "vm-s  node-b  qemu       stopped  128.00 MiB  -           2      -\n");
 }
 
 TEST(FormatTest, StatusSections) {

@@ -113,11 +113,40 @@ Cluster::~Cluster() {
   if (std::getenv("DWCP_KEEP_TEST_DIR") == nullptr) std::filesystem::remove_all(dir_);
 }
 
-NodeProcess& Cluster::StartNode(const std::string& id, std::vector<std::string> extra) {
+NodeProcess& Cluster::StartNode(const std::string& id, std::vector<std::string> extra,
+                                std::vector<std::string> env) {
+  NodeProcess n = Prepare(id);
+  return Spawn(n, std::move(extra), std::move(env));
+}
+
+NodeProcess& Cluster::Prepare(const std::string& id) {
+  auto it = nodes_.find(id);
+  if (it != nodes_.end()) return it->second;
   NodeProcess n;
   n.id = id;
   n.api_port = FreePort();
   n.data_port = FreePort();
+  return nodes_[id] = n;
+}
+
+NodeProcess& Cluster::Restart(const std::string& id, std::vector<std::string> env) {
+  NodeProcess n = nodes_.at(id);
+  EXPECT_LE(n.pid, 0) << id << " is still running";
+  return Spawn(n, n.extra_flags, std::move(env));
+}
+
+void Cluster::Pause(const std::string& id) {
+  if (nodes_.at(id).pid > 0) kill(nodes_.at(id).pid, SIGSTOP);
+}
+
+void Cluster::Continue(const std::string& id) {
+  if (nodes_.at(id).pid > 0) kill(nodes_.at(id).pid, SIGCONT);
+}
+
+NodeProcess& Cluster::Spawn(NodeProcess n, std::vector<std::string> extra,
+                            std::vector<std::string> env) {
+  const std::string id = n.id;
+  n.extra_flags = extra;
   n.log_path = dir_ + "/" + id + ".log";
   std::vector<std::string> args = {DWCPD_BINARY,
                                    "--node-id",
@@ -142,15 +171,22 @@ NodeProcess& Cluster::StartNode(const std::string& id, std::vector<std::string> 
     args.insert(args.end(), {"--tls", "false"});
   }
   for (auto& e : extra) args.push_back(e);
+  // Built before fork(): the child only execs.
+  std::vector<char*> argv;
+  for (auto& a : args) argv.push_back(a.data());
+  argv.push_back(nullptr);
+  std::vector<std::string> environment;
+  for (char** e = environ; *e != nullptr; ++e) environment.emplace_back(*e);
+  for (auto& e : env) environment.push_back(e);
+  std::vector<char*> envp;
+  for (auto& e : environment) envp.push_back(e.data());
+  envp.push_back(nullptr);
   pid_t pid = fork();
   if (pid == 0) {
     int fd = open(n.log_path.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0644);
     dup2(fd, 1);
     dup2(fd, 2);
-    std::vector<char*> argv;
-    for (auto& a : args) argv.push_back(a.data());
-    argv.push_back(nullptr);
-    execv(argv[0], argv.data());
+    execve(argv[0], argv.data(), envp.data());
     _exit(127);
   }
   n.pid = pid;

@@ -3,9 +3,11 @@
 
 #include <sys/types.h>
 
+#include <chrono>
 #include <map>
 #include <nlohmann/json.hpp>
 #include <string>
+#include <thread>
 #include <vector>
 
 namespace dwcp::testing {
@@ -35,12 +37,24 @@ CommandResult RunDwcp(const std::string& args);
 double MetricValue(const std::string& exposition, const std::string& name,
                    const std::string& labels = "");
 
+// Polls `pred` every 100 ms until it holds or `timeout_ms` passed; returns whether it held.
+template <class Pred>
+bool WaitFor(Pred pred, int timeout_ms) {
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(timeout_ms);
+  while (std::chrono::steady_clock::now() < deadline) {
+    if (pred()) return true;
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  return pred();
+}
+
 struct NodeProcess {
   std::string id;
   pid_t pid = -1;
   uint16_t api_port = 0;
   uint16_t data_port = 0;
   std::string log_path;
+  std::vector<std::string> extra_flags;  // as given to StartNode, reused by Restart
 };
 
 // Several dwcpd processes sharing one SQLite store in a temp directory (or the store a test
@@ -51,8 +65,19 @@ class Cluster {
   Cluster();
   ~Cluster();
 
-  // Starts a node and waits until /readyz answers 200 (fails the test otherwise).
-  NodeProcess& StartNode(const std::string& id, std::vector<std::string> extra_flags = {});
+  // Starts a node and waits until /readyz answers 200 (fails the test otherwise). `env`:
+  // extra "NAME=value" environment entries of this process only (e.g. DWCP_FAILPOINTS).
+  NodeProcess& StartNode(const std::string& id, std::vector<std::string> extra_flags = {},
+                         std::vector<std::string> env = {});
+  // Picks the ports of a node StartNode will start (so a test can point a proxy at its data
+  // port first); StartNode of a prepared id keeps them.
+  NodeProcess& Prepare(const std::string& id);
+  // Starts a node that was killed or stopped again, on the same ports, data directory and
+  // flags (without the first start's `env`).
+  NodeProcess& Restart(const std::string& id, std::vector<std::string> env = {});
+  // SIGSTOP / SIGCONT: the process freezes as under a long GC pause or a hung host.
+  void Pause(const std::string& id);
+  void Continue(const std::string& id);
   NodeProcess& node(const std::string& id) { return nodes_.at(id); }
   // SIGKILL, and reap.
   void Kill(const std::string& id);
@@ -67,6 +92,8 @@ class Cluster {
                                   int timeout_ms = 120000);
 
  private:
+  NodeProcess& Spawn(NodeProcess n, std::vector<std::string> extra, std::vector<std::string> env);
+
   std::string dir_;
   std::map<std::string, NodeProcess> nodes_;
 };

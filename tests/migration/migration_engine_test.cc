@@ -5,10 +5,13 @@
 #include <gtest/gtest.h>
 
 #include <chrono>
+#include <cstdlib>
 #include <filesystem>
 #include <thread>
 
 #include "acp/sqlite_state_store.h"
+#include "amst/connection.h"
+#include "common/failpoint.h"
 #include "vm/synthetic_guest.h"
 
 namespace dwcp::migration {
@@ -171,6 +174,47 @@ TEST_F(MigrationEngineTest, DigestMismatchFailsAndKeepsTheVmOnTheSource) {
   EXPECT_EQ(a.metrics.migrations(obs::MigrationResult::kFailed, 3).Value(), 1);
 }
 
+// The destination verified, the source stalls before its commit (a failpoint) past the
+// destination's peer timeout: the destination cancels in the store, the source's commit loses
+// the race and it resumes the guest. Nothing runs twice, and the VM moves on the next try.
+TEST_F(MigrationEngineTest, ACommitThatLosesToTheDestinationsCancelKeepsTheVmOnTheSource) {
+  ::setenv("DWCP_FAILPOINTS", "migration.source.before_commit=sleep(2500)", 1);
+  ASSERT_TRUE(Failpoints::Init().ok());
+  EngineConfig quick;
+  quick.io_timeout = 1s;
+  {
+    TestNode a("node-a", *store_, {}), b("node-b", *store_, quick);
+    BootVm(a, "node-a", "vm-1", 0);
+    auto m = a.engine->Start({"vm-1", "node-b"});
+    ASSERT_TRUE(m.ok()) << m.status().ToString();
+    auto done = WaitForEnd(m->id);
+    ::unsetenv("DWCP_FAILPOINTS");
+    ASSERT_TRUE(Failpoints::Init().ok());
+    // The destination's cancel may end the record first; the source's failure follows.
+    for (int i = 0; i < 100 && a.engine->IsActive(m->id); ++i) std::this_thread::sleep_for(50ms);
+    done = *store_->GetMigration(m->id);
+    EXPECT_NE(done.phase, acp::kPhaseCompleted);
+    auto vm = store_->GetVm("vm-1");
+    EXPECT_EQ(vm->node_id, "node-a");
+    EXPECT_EQ(vm->epoch, 1u);
+    EXPECT_EQ(vm->state, acp::kVmRunning);
+    ASSERT_NE(a.vms.Find("vm-1").guest, nullptr);
+    EXPECT_TRUE(a.vms.Find("vm-1").guest->running());
+    EXPECT_EQ(b.vms.size(), 0u);
+
+    auto again = a.engine->Start({"vm-1", "node-b"});
+    ASSERT_TRUE(again.ok()) << again.status().ToString();
+    auto moved = WaitForEnd(again->id);
+    EXPECT_EQ(moved.phase, acp::kPhaseCompleted) << moved.error;
+    EXPECT_EQ(store_->GetVm("vm-1")->node_id, "node-b");
+    ASSERT_NE(b.vms.Find("vm-1").guest, nullptr);
+    EXPECT_TRUE(b.vms.Find("vm-1").guest->running());
+    EXPECT_EQ(a.vms.size(), 0u);
+  }
+  ::unsetenv("DWCP_FAILPOINTS");
+  ASSERT_TRUE(Failpoints::Init().ok());
+}
+
 TEST_F(MigrationEngineTest, StripesOverSeveralStreams) {
   EngineConfig three;
   three.streams.fixed_streams = 3;
@@ -251,6 +295,61 @@ TEST_F(MigrationEngineTest, RefusesWithoutACommonProtocolVersion) {
   EXPECT_EQ(done.phase, acp::kPhaseFailed);
   EXPECT_NE(done.error.find("no common protocol version"), std::string::npos) << done.error;
   EXPECT_EQ(store_->GetVm("vm-1")->node_id, "node-a");
+}
+
+// A source that announces a guest size other than the store's is refused before the
+// destination allocates anything: the peer must not choose how much memory it takes.
+TEST_F(MigrationEngineTest, DestinationRefusesAGuestSizeTheStoreDoesNotRecord) {
+  TestNode b("node-b", *store_, {});
+  acp::VmRecord vm;
+  vm.id = "vm-1";
+  vm.node_id = "node-a";
+  vm.state = acp::kVmMigrating;
+  vm.epoch = 1;
+  vm.migration_id = "mig-1";
+  vm.memory_bytes = 32ull << 20;
+  ASSERT_TRUE(store_->CreateVm(vm).ok());
+  acp::MigrationRecord mig;
+  mig.id = "mig-1";
+  mig.vm_id = "vm-1";
+  mig.source_node = "node-a";
+  mig.dest_node = "node-b";
+  ASSERT_TRUE(store_->PutMigration(mig).ok());
+
+  // A hand-driven source: hello, then a begin for 64 MiB where the store says 32 MiB.
+  asio::io_context io;
+  Result<wire::Control> ready = Status(Internal("no reply"));
+  asio::co_spawn(
+      io,
+      [&]() -> asio::awaitable<void> {
+        auto c = co_await amst::Connect("127.0.0.1", b.engine->listen_port(), b.metrics, 5s);
+        if (!c.ok()) co_return;
+        std::shared_ptr<amst::Connection> conn = std::move(c).value();
+        wire::Control hello;
+        hello.mutable_hello()->set_node_id("node-a");
+        hello.mutable_hello()->add_versions(3);
+        if (!(co_await conn->SendControl(hello, 5s)).ok()) co_return;
+        auto ack = co_await conn->ReceiveControl(5s);
+        if (!ack.ok()) co_return;
+        conn->set_protocol(static_cast<uint8_t>(ack->hello_ack().version()));
+        wire::Control begin;
+        auto* bg = begin.mutable_begin();
+        bg->set_migration_id("mig-1");
+        bg->set_vm_id("vm-1");
+        bg->set_memory_bytes(64ull << 20);
+        bg->set_page_size(vm::kPageSize);
+        bg->set_epoch(1);
+        bg->set_source_node("node-a");
+        if (!(co_await conn->SendControl(begin, 5s)).ok()) co_return;
+        ready = co_await conn->ReceiveControl(5s);
+      },
+      asio::detached);
+  io.run();
+  ASSERT_TRUE(ready.ok()) << ready.status().ToString();
+  ASSERT_EQ(ready->msg_case(), wire::Control::kReady);
+  EXPECT_FALSE(ready->ready().ok());
+  EXPECT_NE(ready->ready().error().find("memory"), std::string::npos) << ready->ready().error();
+  EXPECT_EQ(b.vms.size(), 0u);
 }
 
 TEST_F(MigrationEngineTest, AdmissionChecks) {

@@ -40,6 +40,12 @@ void ExpectInvalid(const Result<NodeConfig>& r, const std::string& needle) {
       << "'" << r.status().message() << "' lacks '" << needle << "'";
 }
 
+void ExpectInvalid(const Status& st, const std::string& needle) {
+  EXPECT_EQ(st.code(), StatusCode::kInvalidArgument) << st.ToString();
+  EXPECT_NE(st.message().find(needle), std::string::npos)
+      << "'" << st.message() << "' lacks '" << needle << "'";
+}
+
 class NodeConfigTest : public ::testing::Test {
  protected:
   void SetUp() override {
@@ -160,6 +166,29 @@ TEST_F(NodeConfigTest, AdvertiseHostDefaults) {
   EXPECT_EQ(MustParse({"--data-listen", "10.0.0.5:7070", "--advertise-host", "peer.example"})
                 .advertise_host,
             "peer.example");
+}
+
+TEST_F(NodeConfigTest, LeasesTimeoutsAndDataAdvertise) {
+  NodeConfig d = MustParse({});
+  EXPECT_EQ(d.node_lease_ms, 10000);
+  EXPECT_EQ(d.peer_timeout_ms, 15000);
+  EXPECT_EQ(d.data_advertise, "");
+  NodeConfig c = MustParse({"--node-lease", "3s", "--peer-timeout", "2500ms", "--data-advertise",
+                            "gw.example:17070"});
+  EXPECT_EQ(c.node_lease_ms, 3000);
+  EXPECT_EQ(c.peer_timeout_ms, 2500);
+  EXPECT_EQ(c.data_advertise, "gw.example:17070");
+  std::string path = WriteFile("lease.yaml", "node_lease: 20s\npeer_timeout: 1m\n"
+                                             "data_advertise: 10.0.0.1:7000\n");
+  NodeConfig y = MustParse({"--config", path});
+  EXPECT_EQ(y.node_lease_ms, 20000);
+  EXPECT_EQ(y.peer_timeout_ms, 60000);
+  EXPECT_EQ(y.data_advertise, "10.0.0.1:7000");
+  ExpectInvalid(Parse({"--node-lease", "500ms"}), "--node-lease must be between 1s and 10m");
+  ExpectInvalid(Parse({"--peer-timeout", "11m"}), "--peer-timeout must be between 1s and 10m");
+  ExpectInvalid(Parse({"--peer-timeout", "soon"}), "--peer-timeout");
+  ExpectInvalid(Parse({"--data-advertise", "gw.example"}), "--data-advertise must be HOST:PORT");
+  ExpectInvalid(Parse({"--data-advertise", "gw.example:0"}), "--data-advertise must be HOST:PORT");
 }
 
 TEST_F(NodeConfigTest, YamlFileWithEveryKey) {
@@ -284,6 +313,21 @@ TEST_F(NodeConfigTest, YamlRepeatedAndNonStringKeys) {
   ExpectInvalid(Parse({"--config", WriteFile("c.yaml", "[a, b]: 1\n")}), "non-string key");
   ExpectInvalid(Parse({"--config", WriteFile("d.yaml", "profiling:\n  {x: 1}: 2\n")}),
                 "non-string key");
+}
+
+// Found while writing fuzz/node_config_fuzzer: a non-string key inside `tls:` or
+// `profiling.retention:` threw YAML::TypedBadConversion out of LoadYamlConfig, which
+// terminated dwcpd instead of reporting the bad file.
+TEST_F(NodeConfigTest, YamlNonStringKeysInNestedBlocksAreErrors) {
+  for (const char* text :
+       {"tls:\n  [a, b]: 1\n", "tls:\n  {x: 1}: 2\n", "profiling:\n  retention:\n    [a]: 1\n"}) {
+    SCOPED_TRACE(text);
+    NodeConfig config;
+    ExpectInvalid(LoadYamlConfigText(text, "nested.yaml", &config), "non-string key");
+  }
+  NodeConfig config;
+  ExpectInvalid(LoadYamlConfigText("tls:\n  ca: a\n  ca: b\n", "twice.yaml", &config),
+                "'tls.ca' is given twice");
 }
 
 TEST_F(NodeConfigTest, YamlValuesOfTheWrongType) {

@@ -438,7 +438,10 @@ TEST(SyntheticGuestTest, BootsOneGiBQuickly) {
               std::thread::hardware_concurrency());
   EXPECT_TRUE((*g)->running());
   EXPECT_TRUE(IsZero((*g)->PageData(0)) == (ClassOfPage(21, 0) == PageClass::kZero));
+  // A speed check, left out under ASan, which slows content generation ~20x.
+#if !defined(__SANITIZE_ADDRESS__)
   EXPECT_LT(secs, 10.0);  // generous: the machine is shared; ~0.5 s when memory is warm
+#endif
 }
 
 }  // namespace

@@ -1,6 +1,8 @@
 #include "obs/pprof/cpu_profiler.h"
 
+#ifndef DWCP_NO_GPERFTOOLS
 #include <gperftools/profiler.h>
+#endif
 #include <unistd.h>
 
 #include <cerrno>
@@ -39,6 +41,9 @@ std::chrono::milliseconds CpuProfiler::Remaining() const {
 
 Result<std::string> CpuProfiler::Profile(std::chrono::milliseconds duration,
                                          const std::string& holder, std::stop_token stop) {
+#ifdef DWCP_NO_GPERFTOOLS
+  return Unimplemented(kNoProfilerMessage);
+#else
   std::unique_lock lock(mu_);
   if (busy_) {
     auto left = std::chrono::duration_cast<std::chrono::seconds>(deadline_ -
@@ -81,6 +86,7 @@ Result<std::string> CpuProfiler::Profile(std::chrono::milliseconds duration,
   if (stopped) return Aborted("the CPU profile was cancelled (shutting down)");
   if (!read_ok) return Internal("cannot read the CPU profile back from " + path);
   return data.str();
+#endif
 }
 
 }  // namespace dwcp::obs::pprof

@@ -13,6 +13,15 @@
 
 namespace dwcp::obs::pprof {
 
+// False in a sanitizer build (DWCP_SANITIZE): gperftools is not linked, CPU and heap profiles
+// are Unimplemented with kNoProfilerMessage and their endpoints answer 501.
+#ifdef DWCP_NO_GPERFTOOLS
+inline constexpr bool kProfilerAvailable = false;
+#else
+inline constexpr bool kProfilerAvailable = true;
+#endif
+inline constexpr char kNoProfilerMessage[] = "profiling not available in a sanitizer build";
+
 class CpuProfiler {
  public:
   CpuProfiler() = default;
@@ -26,7 +35,8 @@ class CpuProfiler {
   // default 100 Hz) and returns the profile in gperftools' binary format, which google-pprof
   // and `go tool pprof` read. Blocks the caller for `duration`. `holder` names the requester
   // in the refusal others get meanwhile ("GET /debug/pprof/profile from 10.0.0.7").
-  // Errors: FailedPrecondition while another profile runs (or CPUPROFILE started one);
+  // Errors: Unimplemented when !kProfilerAvailable;
+  // FailedPrecondition while another profile runs (or CPUPROFILE started one);
   // Aborted when `stop` is requested before the end (what was sampled is discarded);
   // Internal when the profiler cannot start or its file cannot be read. Thread-safe.
   Result<std::string> Profile(std::chrono::milliseconds duration, const std::string& holder,

@@ -1,7 +1,11 @@
 #include "obs/pprof/goroutine_profile.h"
 
 #include <dirent.h>
+#ifdef DWCP_NO_GPERFTOOLS
+#include <execinfo.h>
+#else
 #include <gperftools/stacktrace.h>
+#endif
 #include <signal.h>
 #include <sys/syscall.h>
 #include <ucontext.h>
@@ -30,6 +34,17 @@ constexpr int kMaxFrames = 64;
 constexpr auto kStackTimeout = std::chrono::milliseconds(100);
 
 pid_t GetTid() { return static_cast<pid_t>(syscall(SYS_gettid)); }
+
+// The caller's return addresses, innermost first: gperftools' unwinder, or glibc's in a
+// sanitizer build (no gperftools there; InstallHandler warms it up outside signal context).
+// Always inlined, so the stack starts at the caller as GetStackTrace's did.
+[[gnu::always_inline]] inline int Unwind(void** pcs, int max) {
+#ifdef DWCP_NO_GPERFTOOLS
+  return backtrace(pcs, max);
+#else
+  return GetStackTrace(pcs, max, 0);
+#endif
+}
 
 std::string ReadSmallFile(const std::string& path) {
   std::ifstream in(path);
@@ -107,7 +122,7 @@ void OnStackSignal(int, siginfo_t*, void* context) {
   pid_t self = GetTid();
   pid_t expected = self;
   if (g_slot.target.compare_exchange_strong(expected, -self)) {
-    g_slot.depth = GetStackTrace(g_slot.pcs, kMaxFrames, 0);
+    g_slot.depth = Unwind(g_slot.pcs, kMaxFrames);
     const auto* uc = static_cast<const ucontext_t*>(context);
     g_slot.interrupted_pc = static_cast<uintptr_t>(uc->uc_mcontext.gregs[REG_RIP]);
     g_slot.done.store(true, std::memory_order_release);
@@ -119,6 +134,8 @@ void OnStackSignal(int, siginfo_t*, void* context) {
 bool InstallHandler() {
   static bool installed = false;
   if (installed) return true;
+  void* warm[1];
+  (void)Unwind(warm, 1);  // the first unwind may load libgcc_s: not in the handler
   struct sigaction old {};
   if (sigaction(StackSignal(), nullptr, &old) != 0) return false;
   if ((old.sa_flags & SA_SIGINFO) == 0 && old.sa_handler != SIG_DFL) return false;
@@ -165,7 +182,7 @@ std::vector<uintptr_t> TrimToInterrupted(void* const* pcs, int depth, uintptr_t 
 std::vector<uintptr_t> StackOf(pid_t tid) {
   if (tid == GetTid()) {
     void* pcs[kMaxFrames];
-    int depth = GetStackTrace(pcs, kMaxFrames, 0);
+    int depth = Unwind(pcs, kMaxFrames);
     std::vector<uintptr_t> out;
     for (int i = 0; i < depth; ++i) out.push_back(reinterpret_cast<uintptr_t>(pcs[i]));
     return out;

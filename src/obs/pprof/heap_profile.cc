@@ -1,6 +1,8 @@
 #include "obs/pprof/heap_profile.h"
 
+#ifndef DWCP_NO_GPERFTOOLS
 #include <gperftools/malloc_extension.h>
+#endif
 #include <unistd.h>
 
 #include <algorithm>
@@ -16,6 +18,7 @@
 #include <sstream>
 #include <vector>
 
+#include "obs/pprof/cpu_profiler.h"
 #include "obs/pprof/symbolizer.h"
 
 namespace dwcp::obs::pprof {
@@ -36,6 +39,7 @@ std::optional<std::string> StartupEnv(const std::string& name) {
   return std::nullopt;
 }
 
+#ifndef DWCP_NO_GPERFTOOLS
 bool TcmallocPresent() {
   size_t v = 0;
   return MallocExtension::instance()->GetNumericProperty("generic.current_allocated_bytes", &v);
@@ -46,6 +50,7 @@ std::string Mib(double bytes) {
   std::snprintf(buf, sizeof buf, "%.1f MiB", bytes / (1024.0 * 1024.0));
   return buf;
 }
+#endif
 
 // VmRSS and friends from /proc/self/status, as "VmRSS: 123 kB" lines.
 std::string ProcessMemoryLines() {
@@ -95,6 +100,14 @@ Status EnableHeapSampling(char** argv) {
                      " set, heap profiles are off: " + std::strerror(err));
 }
 
+#ifdef DWCP_NO_GPERFTOOLS
+// Sanitizer build: no tcmalloc (cpu_profiler.h, kProfilerAvailable).
+Result<std::string> HeapProfile() { return Status(Unimplemented(kNoProfilerMessage)); }
+Result<std::string> HeapGrowthProfile() { return Status(Unimplemented(kNoProfilerMessage)); }
+std::string HeapReport() {
+  return std::string("# ") + kNoProfilerMessage + ": no heap statistics\n" + ProcessMemoryLines();
+}
+#else
 Result<std::string> HeapProfile() {
   if (!TcmallocPresent()) {
     return Status(FailedPrecondition("tcmalloc is not this process's allocator"));
@@ -201,5 +214,7 @@ std::string HeapReport() {
   if (sorted.size() > kMaxStacks) out << "# ... " << sorted.size() - kMaxStacks << " more\n";
   return out.str();
 }
+
+#endif  // DWCP_NO_GPERFTOOLS
 
 }  // namespace dwcp::obs::pprof

@@ -103,6 +103,7 @@ TEST(ProfileStoreTest, FileStoreRoundTrip) {
 }
 
 TEST(ProfilerContinuousTest, CollectsEveryKindAndAppliesRetention) {
+  DWCP_SKIP_WITHOUT_PROFILER();
   if (!testing::RunHereWithSamplePeriod(kDefaultHeapSamplePeriod)) return;
   TempDir dir;
   FakeClock clock(kT0);
@@ -173,6 +174,7 @@ TEST(ProfilerContinuousTest, FailuresAreCountedAndNeverFatal) {
 }
 
 TEST(ProfilerContinuousTest, CpuProfileBusyIsCountedAsAnError) {
+  DWCP_SKIP_WITHOUT_PROFILER();
   TempDir dir;
   FakeClock clock(kT0);
   ContinuousProfilerConfig config = FileConfig(dir.path());

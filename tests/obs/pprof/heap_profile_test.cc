@@ -48,6 +48,7 @@ void OnThread(Fn fn) {
 }
 
 TEST(PprofHeapTest, HeapProfilesReadByGooglePprofIncludingBase) {
+  DWCP_SKIP_WITHOUT_PROFILER();
   if (!testing::RunHereWithSamplePeriod(kDefaultHeapSamplePeriod)) return;
   ASSERT_EQ(HeapSamplePeriod(), kDefaultHeapSamplePeriod);
   TaskRegistry tasks;
@@ -108,6 +109,7 @@ TEST(PprofHeapTest, HeapProfilesReadByGooglePprofIncludingBase) {
 }
 
 TEST(PprofHeapTest, HeapWithoutSamplingIsAClearError) {
+  DWCP_SKIP_WITHOUT_PROFILER();
   if (!testing::RunHereWithSamplePeriod(0)) return;
   EXPECT_EQ(HeapProfile().status().code(), StatusCode::kFailedPrecondition);
   TaskRegistry tasks;

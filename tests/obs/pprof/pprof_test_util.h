@@ -13,7 +13,17 @@
 #include <sstream>
 #include <string>
 
+#include "obs/pprof/cpu_profiler.h"
 #include "obs/pprof/heap_profile.h"
+
+// First line of a test that needs gperftools' CPU or heap profiles: skips it, saying why, in
+// a sanitizer build, where gperftools is not linked (kProfilerAvailable, docs/fuzzing.md).
+#define DWCP_SKIP_WITHOUT_PROFILER()                                                        \
+  do {                                                                                      \
+    if (!::dwcp::obs::pprof::kProfilerAvailable) {                                          \
+      GTEST_SKIP() << ::dwcp::obs::pprof::kNoProfilerMessage << " (gperftools not linked)"; \
+    }                                                                                       \
+  } while (0)
 
 namespace dwcp::obs::pprof::testing {
 

@@ -84,6 +84,7 @@ void ExpectJsonError(const httplib::Result& res, int status, const std::string& 
 }
 
 TEST_F(ProfilingServerTest, CpuProfileIsReadByGooglePprofWithSymbols) {
+  DWCP_SKIP_WITHOUT_PROFILER();
   CpuBurner burner;
   auto res = Client().Get("/debug/pprof/profile?seconds=1");
   ASSERT_TRUE(res);
@@ -102,6 +103,7 @@ TEST_F(ProfilingServerTest, CpuProfileIsReadByGooglePprofWithSymbols) {
 }
 
 TEST_F(ProfilingServerTest, GooglePprofFetchesRemoteProfilesThroughBothPathForms) {
+  DWCP_SKIP_WITHOUT_PROFILER();
   CpuBurner burner;
   TempDir dir;
   // http://host:port/debug/pprof/profile -> /debug/pprof/{profile,symbol,cmdline};
@@ -117,6 +119,7 @@ TEST_F(ProfilingServerTest, GooglePprofFetchesRemoteProfilesThroughBothPathForms
 }
 
 TEST_F(ProfilingServerTest, SecondConcurrentCpuProfileIsRefusedWith409) {
+  DWCP_SKIP_WITHOUT_PROFILER();
   auto first = std::async(std::launch::async,
                           [this] { return Client().Get("/debug/pprof/profile?seconds=2"); });
   for (int i = 0; i < 2000 && CpuProfiler::Global().Remaining().count() == 0; ++i) {
@@ -141,6 +144,25 @@ TEST_F(ProfilingServerTest, SecondConcurrentCpuProfileIsRefusedWith409) {
   EXPECT_EQ(third->status, 200);
 }
 
+// A sanitizer build has no gperftools: CPU and heap profiles are a clear 501, the rest works.
+TEST_F(ProfilingServerTest, ProfilesAre501WithoutGperftools) {
+  if (kProfilerAvailable) GTEST_SKIP() << "gperftools is linked in this build";
+  for (const char* path : {"/debug/pprof/profile?seconds=1", "/debug/pprof/heap",
+                           "/debug/pprof/growth", "/pprof/profile?seconds=1"}) {
+    SCOPED_TRACE(path);
+    auto res = Client().Get(path);
+    ExpectJsonError(res, 501, "unimplemented");
+    EXPECT_NE(res->body.find(kNoProfilerMessage), std::string::npos) << res->body;
+  }
+  auto report = Client().Get("/debug/pprof/heap?debug=1");
+  ASSERT_TRUE(report);
+  EXPECT_EQ(report->status, 200);
+  EXPECT_NE(report->body.find(kNoProfilerMessage), std::string::npos) << report->body;
+  auto goroutine = Client().Get("/debug/pprof/goroutine?debug=2");
+  ASSERT_TRUE(goroutine);
+  EXPECT_EQ(goroutine->status, 200);
+}
+
 TEST_F(ProfilingServerTest, BadParametersAre400JsonErrors) {
   for (const char* path : {"/debug/pprof/profile?seconds=0", "/debug/pprof/profile?seconds=301",
                            "/debug/pprof/profile?seconds=abc", "/debug/pprof/profile?seconds=",
@@ -155,6 +177,7 @@ TEST_F(ProfilingServerTest, BadParametersAre400JsonErrors) {
 }
 
 TEST_F(ProfilingServerTest, StopCancelsACpuProfileInProgress) {
+  DWCP_SKIP_WITHOUT_PROFILER();
   auto pending = std::async(std::launch::async,
                             [this] { return Client().Get("/debug/pprof/profile?seconds=60"); });
   for (int i = 0; i < 2000 && CpuProfiler::Global().Remaining().count() == 0; ++i) {

@@ -182,6 +182,7 @@ TEST(S3ProfileStoreTest, BadCredentialsMissingBucketAndNoServerAreErrors) {
 }
 
 TEST(S3ProfileStoreTest, ContinuousProfilerUploadsAndPrunes) {
+  DWCP_SKIP_WITHOUT_PROFILER();
   if (!testing::RunHereWithSamplePeriod(kDefaultHeapSamplePeriod)) return;
   START_S3_SERVER(server);
   // The same environment an operator sets for dwcpd.
