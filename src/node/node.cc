@@ -321,7 +321,7 @@ void Node::BackgroundLoop() {
 
 void Node::LeaderDuties() {
   constexpr int64_t kLeaseMs = 5000;      // renewed every second: a dead leader is replaced
-  const int64_t kNodeDeadMs = config_.node_lease_ms;  // the engine's node_alive_window
+  const int64_t node_dead_ms = config_.node_lease_ms;  // the engine's node_alive_window
   auto lease = store_->AcquireLease("cluster-leader", config_.node_id, kLeaseMs);
   const bool leader = lease.ok();
   if (leader != leader_) {
@@ -336,7 +336,7 @@ void Node::LeaderDuties() {
   if (!nodes.ok()) return;
   const int64_t now = clock_.WallMillis();
   for (auto n : *nodes) {
-    if (n.state != "up" || now - n.heartbeat_ms <= kNodeDeadMs) continue;
+    if (n.state != "up" || now - n.heartbeat_ms <= node_dead_ms) continue;
     const int64_t silent = now - n.heartbeat_ms;
     n.state = "down";
     if (store_->UpsertNode(n).ok()) {

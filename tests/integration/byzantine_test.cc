@@ -22,12 +22,6 @@ namespace {
 using nlohmann::json;
 using std::chrono::milliseconds;
 
-double Metric(Cluster& c, const std::string& node, const std::string& name,
-              const std::string& labels = "") {
-  double v = MetricValue(c.Metrics(node), name, labels);
-  return std::isnan(v) ? 0 : v;
-}
-
 json Migrate(Cluster& c, const std::string& vm, const std::string& from, const std::string& to) {
   auto r = HttpPost(c.node(from).api_port, "/api/v1/migrations", {{"vm", vm}, {"to", to}});
   EXPECT_EQ(r.status, 202) << r.text;

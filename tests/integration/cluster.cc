@@ -98,6 +98,12 @@ double MetricValue(const std::string& text, const std::string& name, const std::
   return found ? sum : std::nan("");
 }
 
+double Metric(Cluster& c, const std::string& node, const std::string& name,
+              const std::string& labels) {
+  double v = MetricValue(c.Metrics(node), name, labels);
+  return std::isnan(v) ? 0 : v;
+}
+
 Cluster::Cluster() {
   char tmpl[] = "/tmp/dwcp-it-XXXXXX";
   dir_ = mkdtemp(tmpl);

@@ -37,6 +37,11 @@ CommandResult RunDwcp(const std::string& args);
 double MetricValue(const std::string& exposition, const std::string& name,
                    const std::string& labels = "");
 
+class Cluster;
+// MetricValue of `node`'s /metrics; 0 when no series matches.
+double Metric(Cluster& c, const std::string& node, const std::string& name,
+              const std::string& labels = "");
+
 // Polls `pred` every 100 ms until it holds or `timeout_ms` passed; returns whether it held.
 template <class Pred>
 bool WaitFor(Pred pred, int timeout_ms) {

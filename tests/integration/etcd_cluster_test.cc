@@ -22,12 +22,6 @@ using nlohmann::json;
 
 const std::vector<std::string> kNodes = {"node-a", "node-b", "node-c"};
 
-double Metric(Cluster& c, const std::string& node, const std::string& name,
-              const std::string& labels = "") {
-  double v = MetricValue(c.Metrics(node), name, labels);
-  return std::isnan(v) ? 0 : v;
-}
-
 // Moves `vm` from its owner `from` to `to` and checks the result; returns the migration.
 json Migrate(Cluster& c, const std::string& vm, const std::string& from, const std::string& to) {
   auto r = HttpPost(c.node(from).api_port, "/api/v1/migrations", {{"vm", vm}, {"to", to}});

@@ -24,12 +24,6 @@ using nlohmann::json;
 
 constexpr uint64_t kVmBytes = 256ull << 20;
 
-double Metric(Cluster& c, const std::string& node, const std::string& name,
-              const std::string& labels = "") {
-  double v = MetricValue(c.Metrics(node), name, labels);
-  return std::isnan(v) ? 0 : v;
-}
-
 json CreateVm(Cluster& c, const std::string& via, const std::string& id, const std::string& node,
               const std::string& dirty_rate = "20MB/s") {
   auto r = HttpPost(c.node(via).api_port, "/api/v1/vms",

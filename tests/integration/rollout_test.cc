@@ -43,12 +43,6 @@ HttpReply Post(uint16_t port, const std::string& path, const json& body,
   return ToReply(c.Post(path, headers, body.dump(), "application/json"));
 }
 
-double Metric(Cluster& c, const std::string& node, const std::string& name,
-              const std::string& labels = "") {
-  double v = MetricValue(c.Metrics(node), name, labels);
-  return std::isnan(v) ? 0 : v;
-}
-
 // The region's entry of GET /api/v1/rollout.
 json RegionStatus(Cluster& c, const std::string& via) {
   auto r = HttpGet(c.node(via).api_port, std::string("/api/v1/rollout?region=") + kRegion);
