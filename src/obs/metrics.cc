@@ -286,6 +286,15 @@ Metrics::Metrics(std::shared_ptr<prometheus::Registry> r)
                      .Name("dwcp_v3_api_requests_total")
                      .Help("HTTP API requests by status code")
                      .Register(*registry_);
+  limit_family_ = &BuildCounter()
+                       .Name("dwcp_v3_limit_rejections_total")
+                       .Help("Requests, connections, frames or migrations refused because a "
+                             "configured limit was reached, by limit (docs/security.md)")
+                       .Register(*registry_);
+  auth_family_ = &BuildCounter()
+                      .Name("dwcp_v3_auth_failures_total")
+                      .Help("Credentials refused, by listener (api, pprof, data) and reason")
+                      .Register(*registry_);
   health_family_ = &BuildGauge()
                         .Name("dwcp_v3_component_health")
                         .Help(
@@ -471,6 +480,15 @@ void Metrics::CountByzantine(std::string_view reason) {
 
 void Metrics::CountApiRequest(int http_status) {
   api_family_->Add({{"code", std::to_string(http_status)}}).Increment();
+}
+
+void Metrics::CountLimitRejection(std::string_view limit) {
+  limit_family_->Add({{"limit", std::string(limit)}}).Increment();
+}
+
+void Metrics::CountAuthFailure(std::string_view listener, std::string_view reason) {
+  auth_family_->Add({{"listener", std::string(listener)}, {"reason", std::string(reason)}})
+      .Increment();
 }
 
 }  // namespace dwcp::obs

@@ -139,6 +139,12 @@ class Metrics {
 
   // dwcp_v3_api_requests_total{code}: HTTP API requests by status code.
   void CountApiRequest(int http_status);
+  // dwcp_v3_limit_rejections_total{limit}: requests, connections, frames or migrations
+  // refused because a configured limit was reached (docs/security.md lists the limits).
+  void CountLimitRejection(std::string_view limit);
+  // dwcp_v3_auth_failures_total{listener,reason}: credentials refused on a listener (api,
+  // pprof, data): missing_token, wrong_token, bad_client_certificate, ...
+  void CountAuthFailure(std::string_view listener, std::string_view reason);
 
   // Hot-path handles, resolved once at construction.
   prometheus::Counter& bytes_sent;          // dwcp_v3_bytes_transferred_total{direction="sent"}
@@ -179,6 +185,8 @@ class Metrics {
   std::shared_ptr<prometheus::Registry> registry_;  // declared after the handles: built last
   prometheus::Family<prometheus::Counter>* errors_family_;
   prometheus::Family<prometheus::Counter>* api_family_;
+  prometheus::Family<prometheus::Counter>* limit_family_;
+  prometheus::Family<prometheus::Counter>* auth_family_;
   std::array<std::array<prometheus::Counter*, 2>, kMigrationResultCount> migrations_{};
   std::array<prometheus::Histogram*, kComponentCount> latency_{};
   std::array<prometheus::Counter*, 3> mode_switches_{};
