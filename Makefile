@@ -2,6 +2,9 @@
 BUILD_DIR ?= build
 JOBS ?= $(shell nproc)
 CMAKE_FLAGS ?= -DCMAKE_BUILD_TYPE=RelWithDebInfo
+# The sanitizer build (make test, make test-asan; see below).
+ASAN_DIR ?= build-asan
+ASAN_CMAKE_FLAGS ?= -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCMAKE_CXX_FLAGS_RELWITHDEBINFO="-O1 -g1"
 
 .PHONY: all deps build test unit integration demo bench bench-wan format clean guest
 .PHONY: test-asan fuzz fuzz-corpus
@@ -39,19 +42,16 @@ $(E2E_DIR)/node_modules:
 guest: deps
 	bash scripts/build-guest.sh $(BUILD_DIR)/guest
 
-# Every test: unit tests, then integration tests with real dwcpd processes. The ASan + UBSan
-# run of the unit tests (make test-asan) is not part of it yet: with it `make test` exceeds
-# the 30-minute CI budget on two cores (docs/fuzzing.md).
-test: build guest | $(S3_TEST_SERVER)/node_modules $(E2E_DIR)/node_modules
-	cd $(BUILD_DIR) && ctest --output-on-failure --timeout 600 -j 2 -LE integration
-	cd $(BUILD_DIR) && ctest --output-on-failure --timeout 600 -L integration
+# Every test: unit tests, then integration tests with real dwcpd processes, then the unit
+# tests again under ASan + UBSan from a second build ($(ASAN_DIR), below) that
+# scripts/run-tests.sh builds at the lowest priority while the first two run.
+test: build guest $(ASAN_DIR)/build.ninja | $(S3_TEST_SERVER)/node_modules $(E2E_DIR)/node_modules
+	bash scripts/run-tests.sh $(BUILD_DIR) $(ASAN_DIR) $(JOBS)
 
 # The unit tests under AddressSanitizer + UndefinedBehaviorSanitizer (docs/fuzzing.md): a
 # second build in $(ASAN_DIR), -O1 with line tables only (-g1: reports keep file:line, the
 # build takes ~30% less CPU than -g), the unit tests only (no benches, no dwcpd), the web
 # dashboard taken from $(BUILD_DIR) rather than built again. Any report fails the test.
-ASAN_DIR ?= build-asan
-ASAN_CMAKE_FLAGS ?= -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCMAKE_CXX_FLAGS_RELWITHDEBINFO="-O1 -g1"
 $(ASAN_DIR)/build.ninja:
 	cmake -S . -B $(ASAN_DIR) -G Ninja $(ASAN_CMAKE_FLAGS) -DDWCP_SANITIZE=ON \
 	  -DDWCP_WEB_ASSETS_CC=$(abspath $(BUILD_DIR))/web/web_assets_data.cc

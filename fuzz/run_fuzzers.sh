@@ -18,7 +18,7 @@ jobs=${FUZZ_JOBS:-1}
 targets=("$@")
 if [ ${#targets[@]} -eq 0 ]; then
   targets=(frame_fuzzer control_fuzzer hde_batch_fuzzer page_batch_v1_fuzzer
-           node_config_fuzzer rollout_config_fuzzer api_body_fuzzer)
+           node_config_fuzzer rollout_config_fuzzer api_body_fuzzer qmp_fuzzer)
 fi
 
 mkdir -p "$build_dir/artifacts" "$build_dir/logs"

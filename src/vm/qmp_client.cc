@@ -7,6 +7,7 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <cstdint>
 #include <cstring>
 
 namespace dwcp::vm {
@@ -31,6 +32,23 @@ Status QemuError(const std::string& command, const json& error) {
   if (cls == "CommandNotFound") return Unimplemented(message);
   if (cls == "DeviceNotFound") return NotFound(message);
   return FailedPrecondition(message);
+}
+
+// `object[key]`, or null when `object` is not an object or lacks it: never throws.
+const json& Field(const json& object, const char* key) {
+  static const json kNull;
+  if (!object.is_object()) return kNull;
+  auto it = object.find(key);
+  return it == object.end() ? kNull : *it;
+}
+
+// An integer field, 0 when missing or not an integer (QMP's numbers are JSON integers).
+int64_t IntField(const json& object, const char* key) {
+  const json& v = Field(object, key);
+  if (v.is_number_unsigned()) {  // checked first: is_number_integer() is true for both
+    return static_cast<int64_t>(std::min<uint64_t>(v.get<uint64_t>(), INT64_MAX));
+  }
+  return v.is_number_integer() ? v.get<int64_t>() : 0;
 }
 
 int RemainingMs(Clock::time_point deadline) {
@@ -69,6 +87,11 @@ Result<std::unique_ptr<QmpClient>> QmpClient::Connect(const std::string& socket_
     return Status(
         Unavailable("cannot connect to the QMP socket " + socket_path + ": " + std::strerror(err)));
   }
+  return Adopt(fd, socket_path, options);
+}
+
+Result<std::unique_ptr<QmpClient>> QmpClient::Adopt(int fd, const std::string& socket_path,
+                                                    const QmpOptions& options) {
   std::unique_ptr<QmpClient> client(new QmpClient(fd, socket_path, options));
   const auto deadline = Clock::now() + options.connect_timeout;
   {
@@ -87,11 +110,11 @@ Result<std::unique_ptr<QmpClient>> QmpClient::Connect(const std::string& socket_
       return Status(
           ProtocolError(socket_path + " did not greet with QMP: " + Excerpt(greeting->dump())));
     }
-    const json& qemu = (*greeting)["QMP"].value("version", json::object()).value("qemu", json());
+    const json& qemu = Field(Field((*greeting)["QMP"], "version"), "qemu");
     if (qemu.is_object()) {
-      client->qemu_version_ = std::to_string(qemu.value("major", 0)) + "." +
-                              std::to_string(qemu.value("minor", 0)) + "." +
-                              std::to_string(qemu.value("micro", 0));
+      client->qemu_version_ = std::to_string(IntField(qemu, "major")) + "." +
+                              std::to_string(IntField(qemu, "minor")) + "." +
+                              std::to_string(IntField(qemu, "micro"));
     }
   }
   auto caps = client->Execute("qmp_capabilities", json::object(),
@@ -172,12 +195,13 @@ bool QmpClient::QueueIfEvent(const json& msg) {
   if (!msg.contains("event")) return false;
   QmpEvent event;
   event.name = msg["event"].is_string() ? msg["event"].get<std::string>() : "";
-  event.data = msg.value("data", json::object());
-  if (msg.contains("timestamp") && msg["timestamp"].is_object()) {
-    const json& ts = msg["timestamp"];
-    event.timestamp_us =
-        ts.value("seconds", int64_t{0}) * 1000000 + ts.value("microseconds", int64_t{0});
-  }
+  const json& data = Field(msg, "data");
+  event.data = data.is_object() ? data : json::object();
+  const json& ts = Field(msg, "timestamp");
+  // Saturating: a timestamp past year 292277 is the peer's nonsense, not an overflow.
+  const int64_t seconds = std::clamp<int64_t>(IntField(ts, "seconds"), 0, INT64_MAX / 1000000 - 1);
+  event.timestamp_us =
+      seconds * 1000000 + std::clamp<int64_t>(IntField(ts, "microseconds"), 0, 999999);
   events_.push_back(std::move(event));
   while (events_.size() > options_.max_queued_events) events_.pop_front();
   return true;

@@ -51,6 +51,11 @@ class QmpClient {
   // Connects to `socket_path`, reads the greeting and enters command mode.
   static Result<std::unique_ptr<QmpClient>> Connect(const std::string& socket_path,
                                                     const QmpOptions& options = {});
+  // The same over an already connected stream socket `fd` (taken over: closed on failure
+  // and with the client); `name` stands for the socket path in errors. For a socket QEMU
+  // was handed (-qmp fd:N) and for the QMP fuzz target (fuzz/qmp_fuzzer.cc).
+  static Result<std::unique_ptr<QmpClient>> Adopt(int fd, const std::string& name,
+                                                  const QmpOptions& options = {});
   ~QmpClient();
   QmpClient(const QmpClient&) = delete;
   QmpClient& operator=(const QmpClient&) = delete;

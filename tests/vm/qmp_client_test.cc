@@ -268,5 +268,33 @@ TEST(QmpClientTest, WaitForEventTimesOutAndFindsQueuedOnes) {
   EXPECT_EQ(stop.status().code(), StatusCode::kDeadlineExceeded);
 }
 
+// Found by fuzz/qmp_fuzzer.cc: fields of the wrong type (a string version, a string or
+// huge timestamp, data that is not an object) threw json::type_error out of the client, or
+// overflowed the timestamp. They are read as missing now.
+TEST(QmpClientTest, MistypedFieldsAreReadAsMissing) {
+  int fds[2];
+  ASSERT_EQ(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, fds), 0);
+  Send(fds[1], R"({"QMP": {"version": {"qemu": {"major": "7", "minor": 2.5, "micro": null}}}})"
+               "\n"
+               R"({"return": {}, "id": 1})"
+               "\n"
+               R"({"event": "STOP", "data": [1], "timestamp": {"seconds": "x", "microseconds": 3}})"
+               "\n"
+               R"({"event": "RESUME", "timestamp": {"seconds": 18446744073709551615}})"
+               "\n");
+  shutdown(fds[1], SHUT_WR);
+  auto client = QmpClient::Adopt(fds[0], "socketpair");
+  ASSERT_TRUE(client.ok()) << client.status().ToString();
+  EXPECT_EQ((*client)->qemu_version(), "0.0.0");
+  auto stop = (*client)->WaitForEvent("STOP", milliseconds(100));
+  ASSERT_TRUE(stop.ok()) << stop.status().ToString();
+  EXPECT_EQ(stop->timestamp_us, 3);
+  EXPECT_TRUE(stop->data.is_object());
+  auto resume = (*client)->WaitForEvent("RESUME", milliseconds(100));
+  ASSERT_TRUE(resume.ok()) << resume.status().ToString();
+  EXPECT_GT(resume->timestamp_us, 0);
+  close(fds[1]);
+}
+
 }  // namespace
 }  // namespace dwcp::vm

@@ -429,7 +429,9 @@ TEST(SyntheticGuestTest, PreCopyConvergesToTheSameDigest) {
   }
 }
 
-TEST(SyntheticGuestTest, BootsOneGiBQuickly) {
+// Boots a 1 GiB guest and prints how long it took (no time is asserted: speed belongs to
+// benchmarks, and the machine is shared).
+TEST(SyntheticGuestTest, BootsOneGiB) {
   const auto t0 = Steady::now();
   auto g = SyntheticGuest::Boot(Spec(1024 * kMiB, 0, 21));
   const double secs = std::chrono::duration<double>(Steady::now() - t0).count();
@@ -437,11 +439,8 @@ TEST(SyntheticGuestTest, BootsOneGiBQuickly) {
   std::printf("booted a 1 GiB guest in %.3f s (%u hardware threads)\n", secs,
               std::thread::hardware_concurrency());
   EXPECT_TRUE((*g)->running());
+  EXPECT_EQ((*g)->page_count(), 1024 * kMiB / kPageSize);
   EXPECT_TRUE(IsZero((*g)->PageData(0)) == (ClassOfPage(21, 0) == PageClass::kZero));
-  // A speed check, left out under ASan, which slows content generation ~20x.
-#if !defined(__SANITIZE_ADDRESS__)
-  EXPECT_LT(secs, 10.0);  // generous: the machine is shared; ~0.5 s when memory is warm
-#endif
 }
 
 }  // namespace
