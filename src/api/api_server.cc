@@ -1,12 +1,16 @@
 #include "api/api_server.h"
 
 #include <httplib.h>
+#include <sys/socket.h>
 
+#include <cassert>
+#include <charconv>
 #include <nlohmann/json.hpp>
 #include <set>
 
 #include "amst/mode_detector.h"
 #include "api/api_requests.h"
+#include "api/guarded_server.h"
 #include "api/web_assets.h"
 #include "common/units.h"
 #include "node/node.h"
@@ -134,7 +138,33 @@ int HttpStatusOf(StatusCode code) {
   }
 }
 
-ApiServer::ApiServer(node::Node& node) : node_(node), server_(std::make_unique<httplib::Server>()) {
+ApiServer::ApiServer(node::Node& node)
+    : node_(node),
+      access_{node.config().api_token, !node.config().api_client_ca.empty()},
+      rate_limiter_(node.config().api_rate_per_second, node.config().api_burst) {
+  const node::NodeConfig& c = node_.config();
+  SslCtxPtr tls(nullptr, [](SSL_CTX*) {});
+  if (c.ApiTls()) {
+    auto made = MakeApiTlsContext(
+        c.api_tls_cert, c.api_tls_key, c.api_client_ca, [this](const std::string& reason) {
+          node_.metrics().CountAuthFailure("api", "bad_client_certificate");
+          obs::LogDebug("api", "client certificate refused", {{"reason", reason}});
+        });
+    if (made.ok()) {
+      tls = std::move(made).value();
+    } else {
+      init_status_ = made.status();
+    }
+  }
+  GuardedServerOptions o;
+  o.max_connections = c.api_max_connections;
+  o.max_connections_per_client = c.api_max_connections_per_client;
+  o.read_timeout = std::chrono::milliseconds(c.api_read_timeout_ms);
+  o.write_timeout = std::chrono::milliseconds(c.api_write_timeout_ms);
+  o.idle_timeout = std::chrono::milliseconds(c.api_idle_timeout_ms);
+  o.on_refused = [this](std::string_view limit) { node_.metrics().CountLimitRejection(limit); };
+  server_ = std::make_unique<GuardedServer>(std::move(o), std::move(tls));
+  server_->set_payload_max_length(c.api_max_body_bytes);
   AddRoutes();
 }
 
@@ -210,33 +240,42 @@ void ApiServer::AddRoutes() {
        "to v1",
        false, bind(&ApiServer::AlertmanagerRollback)},
   };
-  const std::string token = node_.config().api_token;
   for (const auto& r : routes_) {
-    auto handler = [this, &r, token](const httplib::Request& q, httplib::Response& s) {
-      if (r.mutating && !token.empty() &&
-          q.get_header_value("Authorization") != "Bearer " + token) {
-        SendError(s, Status(StatusCode::kUnauthenticated, "missing or wrong bearer token"));
-        return;
-      }
-      r.handler(q, s);
-    };
+    // Screen() authorizes by method: every route that changes state is POST, PUT or DELETE.
+    assert(r.mutating == (r.method != "GET") || r.pattern == "/api/v1/rollback");
     if (r.method == "GET") {
-      server_->Get(r.pattern, handler);
+      server_->Get(r.pattern, r.handler);
     } else if (r.method == "PUT") {
-      server_->Put(r.pattern, handler);
+      server_->Put(r.pattern, r.handler);
     } else if (r.method == "DELETE") {
-      server_->Delete(r.pattern, handler);
+      server_->Delete(r.pattern, r.handler);
     } else {
-      server_->Post(r.pattern, handler);
+      server_->Post(r.pattern, r.handler);
     }
   }
+  server_->set_pre_routing_handler([this](const httplib::Request& q, httplib::Response& s) {
+    return Screen(q, s) ? httplib::Server::HandlerResponse::Handled
+                        : httplib::Server::HandlerResponse::Unhandled;
+  });
   server_->set_logger([this](const httplib::Request&, const httplib::Response& s) {
     node_.metrics().CountApiRequest(s.status);
   });
-  server_->set_error_handler([](const httplib::Request& q, httplib::Response& s) {
+  server_->set_error_handler([this](const httplib::Request& q, httplib::Response& s) {
     if (s.body.empty()) {
-      if (s.status == 404) {
+      if (GuardedServer::RequestTimedOut()) {  // counted by the server
+        SendJson(s, 408,
+                 {{"error", "the request did not arrive whole within api_read_timeout (" +
+                                node_.config().api_read_timeout + ")"},
+                  {"code", "invalid_argument"}});
+      } else if (s.status == 404) {
         SendError(s, NotFound("no such endpoint: " + q.method + " " + q.path));
+      } else if (s.status == 413) {  // Screen() refuses first; kept should httplib refuse too
+        node_.metrics().CountLimitRejection("api_body_size");
+        GuardedServer::CloseAfterResponse();
+        SendJson(
+            s, 413,
+            {{"error", "request body exceeds api_max_body (" + node_.config().api_max_body + ")"},
+             {"code", "invalid_argument"}});
       } else {
         SendJson(s, s.status, {{"error", "request failed"}, {"code", "invalid_argument"}});
       }
@@ -248,7 +287,95 @@ void ApiServer::AddRoutes() {
       });
 }
 
+bool ApiServer::Screen(const httplib::Request& req, httplib::Response& res) {
+  const node::NodeConfig& c = node_.config();
+  const std::string& path = req.path;
+  // Scrapes and probes are never rate limited (the connection caps still apply).
+  const bool exempt = path == "/healthz" || path == "/readyz" || path == "/metrics" ||
+                      path.rfind("/metrics/", 0) == 0;
+  const bool has_body = req.has_header("Content-Length") || req.has_header("Transfer-Encoding");
+  if (!exempt) {
+    auto decision = rate_limiter_.Admit(req.remote_addr, std::chrono::steady_clock::now());
+    if (!decision.allowed) {
+      node_.metrics().CountLimitRejection("api_rate");
+      if (has_body) GuardedServer::CloseAfterResponse();
+      res.set_header("Retry-After", std::to_string(decision.retry_after_seconds));
+      SendJson(res, 429,
+               {{"error", "too many requests from " + req.remote_addr + " (api_rate " + c.api_rate +
+                              ", api_burst " + std::to_string(c.api_burst) + ")"},
+                {"code", "unavailable"}});
+      return true;
+    }
+  }
+  // httplib bounds neither chunked nor compressed bodies: refuse both, the API's clients
+  // send plain bodies with a length.
+  if (req.has_header("Transfer-Encoding") ||
+      (req.has_header("Content-Encoding") &&
+       req.get_header_value("Content-Encoding") != "identity")) {
+    node_.metrics().CountLimitRejection("api_body_size");
+    GuardedServer::CloseAfterResponse();
+    const bool chunked = req.has_header("Transfer-Encoding");
+    SendJson(res, chunked ? 411 : 415,
+             {{"error", chunked ? "request bodies need a Content-Length (no chunked encoding)"
+                                : "request bodies must not be compressed (Content-Encoding)"},
+              {"code", "invalid_argument"}});
+    return true;
+  }
+  if (req.has_header("Content-Length")) {
+    uint64_t length = 0;
+    const std::string text = req.get_header_value("Content-Length");
+    auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), length);
+    if (ec == std::errc::result_out_of_range ||
+        (ec == std::errc() && length > c.api_max_body_bytes)) {
+      node_.metrics().CountLimitRejection("api_body_size");
+      GuardedServer::CloseAfterResponse();
+      SendJson(res, 413,
+               {{"error", "request body of " + text + " bytes exceeds api_max_body (" +
+                              c.api_max_body + ")"},
+                {"code", "invalid_argument"}});
+      return true;
+    }
+  }
+  // Every POST, PUT and DELETE changes state; the Alertmanager webhook has its own secret.
+  const bool mutating = req.method != "GET" && req.method != "HEAD" && req.method != "OPTIONS" &&
+                        path != "/api/v1/rollback";
+  if (mutating) {
+    auto decision = AuthorizeMutating(
+        access_, req.get_header_value("Authorization"),
+        access_.client_certificates && GuardedServer::VerifiedClientCertificate(req));
+    if (!decision.allowed) {
+      node_.metrics().CountAuthFailure("api", decision.reason);
+      if (has_body) GuardedServer::CloseAfterResponse();
+      const bool wrong = decision.reason == "wrong_token";
+      res.set_header("WWW-Authenticate", wrong ? "Bearer realm=\"dwcp\", error=\"invalid_token\""
+                                               : "Bearer realm=\"dwcp\"");
+      std::string need = !access_.token.empty() && access_.client_certificates
+                             ? "the bearer token or a client certificate from api_client_ca"
+                         : access_.token.empty() ? "a client certificate from api_client_ca"
+                                                 : "the bearer token";
+      SendError(res, Status(StatusCode::kUnauthenticated,
+                            (wrong ? "wrong bearer token: " : "missing credentials: ") +
+                                req.method + " " + path + " needs " + need));
+      return true;
+    }
+  }
+  return false;
+}
+
+std::unique_ptr<httplib::Client> ApiServer::PeerClient(const std::string& url) const {
+  const node::NodeConfig& c = node_.config();
+  std::unique_ptr<httplib::Client> client;
+  if (url.rfind("https://", 0) == 0 && c.ApiTls()) {
+    client = std::make_unique<httplib::Client>(url, c.api_tls_cert, c.api_tls_key);
+    if (!c.api_client_ca.empty()) client->set_ca_cert_path(c.api_client_ca);
+  } else {
+    client = std::make_unique<httplib::Client>(url);
+  }
+  return client;
+}
+
 Status ApiServer::Bind(const std::string& host, uint16_t port) {
+  if (!init_status_.ok()) return init_status_;
   if (port == 0) {
     int p = server_->bind_to_any_port(host);
     if (p < 0) return Unavailable("cannot bind the HTTP API on " + host);
@@ -260,6 +387,7 @@ Status ApiServer::Bind(const std::string& host, uint16_t port) {
     }
     port_ = port;
   }
+  server_->SetListenBacklog(SOMAXCONN);  // a connection flood must not crowd out the others
   return Status::Ok();
 }
 
@@ -413,10 +541,10 @@ void ApiServer::ListVms(const httplib::Request& req, httplib::Response& res) {
   for (const auto& owner : remote_qemu_owners) {
     auto target = node_.store().GetNode(owner);
     if (!target.ok()) continue;
-    httplib::Client client(target->api_url);
-    client.set_connection_timeout(1);
-    client.set_read_timeout(3);
-    auto reply = client.Get("/api/v1/vms?scope=local");
+    auto client = PeerClient(target->api_url);
+    client->set_connection_timeout(1);
+    client->set_read_timeout(3);
+    auto reply = client->Get("/api/v1/vms?scope=local");
     json body = reply && reply->status == 200
                     ? json::parse(reply->body, nullptr, /*allow_exceptions=*/false)
                     : json();
@@ -660,10 +788,10 @@ void ApiServer::ListLinks(const httplib::Request& req, httplib::Response& res) {
     if (n.id == self || n.state != "up" || now - n.heartbeat_ms > node_.node_alive_window_ms()) {
       continue;
     }
-    httplib::Client client(n.api_url);
-    client.set_connection_timeout(1);
-    client.set_read_timeout(2);
-    auto reply = client.Get("/api/v1/links?scope=local");
+    auto client = PeerClient(n.api_url);
+    client->set_connection_timeout(1);
+    client->set_read_timeout(2);
+    auto reply = client->Get("/api/v1/links?scope=local");
     json body = reply && reply->status == 200
                     ? json::parse(reply->body, nullptr, /*allow_exceptions=*/false)
                     : json();
@@ -680,10 +808,10 @@ void ApiServer::ForwardGet(const std::string& node_id, const std::string& path,
                            httplib::Response& res) {
   auto target = node_.store().GetNode(node_id);
   if (!target.ok()) return SendError(res, NotFound("node " + node_id + " does not exist"));
-  httplib::Client client(target->api_url);
-  client.set_connection_timeout(2);
-  client.set_read_timeout(5);
-  auto reply = client.Get(path, {{"X-Dwcp-Forwarded", node_.config().node_id}});
+  auto client = PeerClient(target->api_url);
+  client->set_connection_timeout(2);
+  client->set_read_timeout(5);
+  auto reply = client->Get(path, {{"X-Dwcp-Forwarded", node_.config().node_id}});
   if (!reply) {
     return SendError(res, Unavailable("node " + node_id + " at " + target->api_url +
                                       " is unreachable: " + httplib::to_string(reply.error())));
@@ -700,14 +828,14 @@ void ApiServer::Forward(const std::string& node_id, const httplib::Request& req,
     return SendError(res, Unavailable("request already forwarded once; node " + node_id +
                                       " disagrees about ownership"));
   }
-  httplib::Client client(target->api_url);
-  client.set_connection_timeout(3);
-  client.set_read_timeout(120);
+  auto client = PeerClient(target->api_url);
+  client->set_connection_timeout(3);
+  client->set_read_timeout(120);
   httplib::Headers headers = {{"X-Dwcp-Forwarded", node_.config().node_id}};
   if (req.has_header("Authorization"))
     headers.emplace("Authorization", req.get_header_value("Authorization"));
-  auto reply = req.method == "PUT" ? client.Put(req.path, headers, req.body, "application/json")
-                                   : client.Post(req.path, headers, req.body, "application/json");
+  auto reply = req.method == "PUT" ? client->Put(req.path, headers, req.body, "application/json")
+                                   : client->Post(req.path, headers, req.body, "application/json");
   if (!reply) {
     return SendError(res, Unavailable("node " + node_id + " at " + target->api_url +
                                       " is unreachable: " + httplib::to_string(reply.error())));

@@ -9,9 +9,12 @@
 #include <thread>
 #include <vector>
 
+#include "api/api_access.h"
+#include "api/api_limits.h"
 #include "common/status.h"
 
 namespace httplib {
+class Client;
 class Server;
 struct Request;
 struct Response;
@@ -23,15 +26,21 @@ class Node;
 
 namespace dwcp::api {
 
+class GuardedServer;
+
 // The HTTP status of a Status code (docs/api.md).
 int HttpStatusOf(StatusCode code);
 
+// Serves the node's API with its access control and limits (docs/security.md): mutating
+// calls need the bearer token or a verified client certificate when either is configured;
+// per-client request rate, body size, open connections and slow requests are limited.
 class ApiServer {
  public:
   explicit ApiServer(node::Node& node);
   ~ApiServer();
 
-  // Binds host:port (port 0 picks a free one). Unavailable when the port is taken.
+  // Binds host:port (port 0 picks a free one). Unavailable when the port is taken;
+  // InvalidArgument when the API's TLS certificate, key or client CA do not load.
   Status Bind(const std::string& host, uint16_t port);
   uint16_t port() const { return port_; }
   // Serves on a background thread until Stop().
@@ -47,6 +56,12 @@ class ApiServer {
     std::function<void(const httplib::Request&, httplib::Response&)> handler;
   };
   void AddRoutes();
+  // The rate, body-size and access checks every request passes before routing; true when
+  // it answered the request itself.
+  bool Screen(const httplib::Request& req, httplib::Response& res);
+  // A client for another node's API at `url` (http or https: then verified against
+  // api_client_ca, presenting this node's API certificate).
+  std::unique_ptr<httplib::Client> PeerClient(const std::string& url) const;
 
   void Index(const httplib::Request& req, httplib::Response& res);
   void Healthz(const httplib::Request& req, httplib::Response& res);
@@ -80,7 +95,10 @@ class ApiServer {
   void ForwardGet(const std::string& node_id, const std::string& path, httplib::Response& res);
 
   node::Node& node_;
-  std::unique_ptr<httplib::Server> server_;
+  Status init_status_;  // why the server could not be built (TLS files), else OK
+  AccessPolicy access_;
+  ClientRateLimiter rate_limiter_;
+  std::unique_ptr<GuardedServer> server_;
   std::vector<Route> routes_;
   std::thread thread_;
   uint16_t port_ = 0;

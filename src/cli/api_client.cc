@@ -185,8 +185,13 @@ ApiClient::ApiClient(std::string base_url, ApiClientOptions options)
   url_status_ = ParseBaseUrl(base_url_, &scheme, &host_, &port_, &prefix_);
   if (!url_status_.ok()) return;
   std::string host_for_url = host_.find(':') != std::string::npos ? "[" + host_ + "]" : host_;
-  client_ = std::make_unique<httplib::Client>(scheme + "://" + host_for_url + ":" +
-                                              std::to_string(port_));
+  const std::string origin = scheme + "://" + host_for_url + ":" + std::to_string(port_);
+  if (scheme == "https" && !options.client_cert.empty()) {
+    client_ = std::make_unique<httplib::Client>(origin, options.client_cert, options.client_key);
+  } else {
+    client_ = std::make_unique<httplib::Client>(origin);
+  }
+  if (scheme == "https" && !options.ca_cert.empty()) client_->set_ca_cert_path(options.ca_cert);
   client_->set_connection_timeout(options.connect_timeout);
   client_->set_read_timeout(options.read_timeout);
   client_->set_write_timeout(options.read_timeout);

@@ -23,6 +23,11 @@ struct ApiClientOptions {
   std::chrono::milliseconds read_timeout{30000};
   // Sent as "Authorization: Bearer <token>" when non-empty.
   std::string bearer_token;
+  // https only: the PEM CA that signed dwcpd's API certificate (default: the system's), and
+  // a client certificate and key to present (dwcpd's api_client_ca).
+  std::string ca_cert;
+  std::string client_cert;
+  std::string client_key;
 };
 
 // Talks JSON to one dwcpd. `base_url` is "http[s]://host[:port][/prefix]". Requests go to

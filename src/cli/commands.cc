@@ -8,7 +8,9 @@
 #include <cstdint>
 #include <cstdlib>
 #include <filesystem>
+#include <fstream>
 #include <iostream>
+#include <iterator>
 #include <nlohmann/json.hpp>
 #include <string>
 #include <thread>
@@ -40,16 +42,27 @@ void OnInterrupt(int) { g_interrupted = 1; }
 
 // Flags every command takes.
 struct CommonFlags {
-  std::string api;    // empty: $DWCP_API, else kDefaultApiUrl
-  std::string token;  // empty: $DWCP_TOKEN
+  std::string api;         // empty: $DWCP_API, else kDefaultApiUrl
+  std::string token;       // empty: token_file, else $DWCP_API_TOKEN, else $DWCP_TOKEN
+  std::string token_file;  // empty: $DWCP_API_TOKEN_FILE
+  std::string ca_cert, client_cert, client_key;
   bool json = false;
 };
 
 void AddCommonFlags(CLI::App* app, CommonFlags* flags) {
   app->add_option("--api", flags->api,
-                  "dwcpd API URL (default http://127.0.0.1:8080, or $DWCP_API)");
+                  "dwcpd API URL, http:// or https:// (default http://127.0.0.1:8080, or "
+                  "$DWCP_API)");
   app->add_option("--token", flags->token,
-                  "bearer token for mutating calls when dwcpd requires one (or $DWCP_TOKEN)");
+                  "bearer token for mutating calls when dwcpd requires one (shows in `ps`: "
+                  "prefer --token-file or $DWCP_API_TOKEN)");
+  app->add_option("--token-file", flags->token_file,
+                  "file holding the bearer token (or $DWCP_API_TOKEN_FILE)");
+  app->add_option("--ca-cert", flags->ca_cert,
+                  "https: PEM CA of dwcpd's API certificate (default: the system's CAs)");
+  app->add_option("--client-cert", flags->client_cert,
+                  "https: PEM client certificate to present (dwcpd's api_client_ca)");
+  app->add_option("--client-key", flags->client_key, "https: PEM key of --client-cert");
   app->add_flag("--json", flags->json, "print the raw JSON response(s) instead of tables");
 }
 
@@ -58,11 +71,40 @@ std::string EnvOr(const char* name, const std::string& fallback) {
   return value != nullptr && *value != '\0' ? value : fallback;
 }
 
+// The bearer token: --token, else --token-file ($DWCP_API_TOKEN_FILE), else $DWCP_API_TOKEN,
+// else $DWCP_TOKEN. A token file that cannot be read is an error, never silently no token.
+Result<std::string> BearerToken(const CommonFlags& flags) {
+  if (!flags.token.empty()) return flags.token;
+  const std::string file =
+      flags.token_file.empty() ? EnvOr("DWCP_API_TOKEN_FILE", "") : flags.token_file;
+  if (!file.empty()) {
+    std::ifstream in(file, std::ios::binary);
+    std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    auto space = [](unsigned char c) { return std::isspace(c) != 0; };
+    text.erase(text.begin(), std::find_if_not(text.begin(), text.end(), space));
+    text.erase(std::find_if_not(text.rbegin(), text.rend(), space).base(), text.end());
+    if (!in.is_open() || text.empty()) {
+      return Status(InvalidArgument("cannot read a token from --token-file " + file));
+    }
+    return text;
+  }
+  return EnvOr("DWCP_API_TOKEN", EnvOr("DWCP_TOKEN", ""));
+}
+
 // `read_timeout`: for calls that take long (booting a QEMU guest); zero keeps the default.
+// Exits with the usage status when the token file cannot be read: nothing is sent.
 ApiClient MakeClient(const CommonFlags& flags, milliseconds read_timeout = milliseconds(0)) {
   ApiClientOptions options;
   if (read_timeout.count() > 0) options.read_timeout = read_timeout;
-  options.bearer_token = flags.token.empty() ? EnvOr("DWCP_TOKEN", "") : flags.token;
+  auto token = BearerToken(flags);
+  if (!token.ok()) {
+    std::cerr << "dwcp: " << token.status().message() << "\n";
+    std::exit(kExitUsage);
+  }
+  options.bearer_token = *token;
+  options.ca_cert = flags.ca_cert;
+  options.client_cert = flags.client_cert;
+  options.client_key = flags.client_key;
   return ApiClient(flags.api.empty() ? EnvOr("DWCP_API", kDefaultApiUrl) : flags.api, options);
 }
 

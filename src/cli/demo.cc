@@ -110,6 +110,13 @@ Result<pid_t> SpawnNode(const std::vector<std::string>& args, const std::string&
   for (const std::string& a : args) argv.push_back(const_cast<char*>(a.c_str()));
   argv.push_back(nullptr);
   const std::string exec_failed = "dwcp demo: cannot execute " + args[0] + "\n";
+  // The demo's nodes take no API token from the operator's environment: the demo's own calls
+  // carry none.
+  std::vector<char*> envp;
+  for (char** e = environ; *e != nullptr; ++e) {
+    if (std::strncmp(*e, "DWCP_API_TOKEN=", 15) != 0) envp.push_back(*e);
+  }
+  envp.push_back(nullptr);
   pid_t parent = getpid();
   pid_t pid = fork();
   if (pid == 0) {
@@ -126,7 +133,7 @@ Result<pid_t> SpawnNode(const std::vector<std::string>& args, const std::string&
     if (null_fd >= 0) dup2(null_fd, STDIN_FILENO);
     dup2(log_fd, STDOUT_FILENO);
     dup2(log_fd, STDERR_FILENO);
-    execv(argv[0], argv.data());
+    execve(argv[0], argv.data(), envp.data());
     [[maybe_unused]] ssize_t n = write(STDERR_FILENO, exec_failed.data(), exec_failed.size());
     _exit(127);
   }

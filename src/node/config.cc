@@ -1,10 +1,14 @@
 #include "node/config.h"
 
+#include <arpa/inet.h>
 #include <unistd.h>
 #include <yaml-cpp/yaml.h>
 
 #include <CLI/CLI.hpp>
+#include <algorithm>
+#include <cctype>
 #include <charconv>
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <iostream>
@@ -49,7 +53,154 @@ Status ReadDuration(const YAML::Node& node, const std::string& key, int64_t* ms)
   return Status::Ok();
 }
 
+// The string fields of the API's access-control and limit keys, by config key; null for others.
+std::string* ApiStringKey(const std::string& key, NodeConfig* c) {
+  if (key == "api_token") return &c->api_token;
+  if (key == "api_token_file") return &c->api_token_file;
+  if (key == "api_tls_cert") return &c->api_tls_cert;
+  if (key == "api_tls_key") return &c->api_tls_key;
+  if (key == "api_client_ca") return &c->api_client_ca;
+  if (key == "api_max_body") return &c->api_max_body;
+  if (key == "api_rate") return &c->api_rate;
+  if (key == "api_read_timeout") return &c->api_read_timeout;
+  if (key == "api_write_timeout") return &c->api_write_timeout;
+  if (key == "api_idle_timeout") return &c->api_idle_timeout;
+  return nullptr;
+}
+
+uint32_t* ApiCountKey(const std::string& key, NodeConfig* c) {
+  if (key == "api_burst") return &c->api_burst;
+  if (key == "api_max_connections") return &c->api_max_connections;
+  if (key == "api_max_connections_per_client") return &c->api_max_connections_per_client;
+  return nullptr;
+}
+
+// Whether `path` names a readable regular file.
+bool ReadableFile(const std::string& path) {
+  std::error_code ec;
+  return std::filesystem::is_regular_file(path, ec) && access(path.c_str(), R_OK) == 0;
+}
+
+// The API token from api_token, api_token_file or $DWCP_API_TOKEN; checks the TLS files, the
+// limits and that an exposed pprof listener has a token (docs/security.md).
+Status ValidateApiAccess(NodeConfig* c) {
+  if (!c->api_token.empty() && !c->api_token_file.empty()) {
+    return InvalidArgument(
+        "api_token and api_token_file are both set: give the API token one way (prefer the "
+        "file or $DWCP_API_TOKEN; a --api-token flag shows in `ps`)");
+  }
+  if (!c->api_token_file.empty()) {
+    std::ifstream in(c->api_token_file, std::ios::binary);
+    if (!in || !ReadableFile(c->api_token_file)) {
+      return InvalidArgument("api_token_file: cannot read " + c->api_token_file);
+    }
+    std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    auto space = [](unsigned char ch) { return std::isspace(ch) != 0; };
+    text.erase(text.begin(), std::find_if_not(text.begin(), text.end(), space));
+    text.erase(std::find_if_not(text.rbegin(), text.rend(), space).base(), text.end());
+    if (text.empty()) return InvalidArgument("api_token_file: " + c->api_token_file + " is empty");
+    c->api_token = std::move(text);
+  } else if (c->api_token.empty()) {
+    const char* env = std::getenv("DWCP_API_TOKEN");
+    if (env != nullptr) c->api_token = env;
+  }
+  for (char ch : c->api_token) {
+    if (ch < 0x21 || ch > 0x7e) {
+      return InvalidArgument(
+          "the API token may contain only printable ASCII without spaces (it is sent as "
+          "'Authorization: Bearer TOKEN')");
+    }
+  }
+  if (c->api_tls_cert.empty() != c->api_tls_key.empty()) {
+    return InvalidArgument("api_tls_cert and api_tls_key go together: set both or neither");
+  }
+  if (!c->api_client_ca.empty() && c->api_tls_cert.empty()) {
+    return InvalidArgument(
+        "api_client_ca needs TLS on the API: set api_tls_cert and api_tls_key too");
+  }
+  for (const auto& [key, path] :
+       {std::pair<const char*, const std::string&>{"api_tls_cert", c->api_tls_cert},
+        {"api_tls_key", c->api_tls_key},
+        {"api_client_ca", c->api_client_ca}}) {
+    if (!path.empty() && !ReadableFile(path)) {
+      return InvalidArgument(std::string(key) + ": cannot read " + path);
+    }
+  }
+  auto body = ParseBytes(c->api_max_body);
+  if (!body.ok() || *body < 1024 || *body > (1ull << 30)) {
+    return InvalidArgument("api_max_body must be a size from 1KiB to 1GiB like 1MiB, not '" +
+                           c->api_max_body + "'");
+  }
+  c->api_max_body_bytes = *body;
+  auto rate = ParseRequestRate(c->api_rate);
+  if (!rate.ok()) return InvalidArgument("api_rate: " + rate.status().message());
+  c->api_rate_per_second = *rate;
+  if (c->api_rate_per_second > 0 && c->api_burst < 1) {
+    return InvalidArgument("api_burst must be at least 1 when api_rate is limited");
+  }
+  for (auto [key, text, out] :
+       {std::tuple{"api_read_timeout", &c->api_read_timeout, &c->api_read_timeout_ms},
+        std::tuple{"api_write_timeout", &c->api_write_timeout, &c->api_write_timeout_ms},
+        std::tuple{"api_idle_timeout", &c->api_idle_timeout, &c->api_idle_timeout_ms}}) {
+    auto ms = ParseDurationMillis(*text);
+    if (!ms.ok() || *ms < 100 || *ms > 3600 * 1000) {
+      return InvalidArgument(std::string(key) +
+                             " must be a duration from 100ms to 1h like 10s, not '" + *text + "'");
+    }
+    *out = *ms;
+  }
+  if (c->api_max_connections < 1 || c->api_max_connections > 10000) {
+    return InvalidArgument("api_max_connections must be between 1 and 10000");
+  }
+  if (c->api_max_connections_per_client < 1 ||
+      c->api_max_connections_per_client > c->api_max_connections) {
+    return InvalidArgument(
+        "api_max_connections_per_client must be between 1 and api_max_connections");
+  }
+  if (c->PprofExposed() && c->api_token.empty()) {
+    return InvalidArgument(
+        "pprof_listen " + c->pprof_listen +
+        " is not a loopback address: exposing the profiles needs an API token, which every "
+        "pprof request must then carry. Set api_token_file (or $DWCP_API_TOKEN), or keep "
+        "pprof_listen on 127.0.0.1");
+  }
+  return Status::Ok();
+}
+
 }  // namespace
+
+bool IsLoopbackHost(const std::string& host) {
+  if (host == "localhost" || host == "::1" || host == "[::1]") return true;
+  in_addr v4{};
+  return inet_pton(AF_INET, host.c_str(), &v4) == 1 && (ntohl(v4.s_addr) >> 24) == 127;
+}
+
+bool NodeConfig::PprofExposed() const {
+  std::string host;
+  uint16_t port = 0;
+  if (!amst::SplitHostPort(pprof_listen, &host, &port).ok()) return false;
+  return !IsLoopbackHost(host);
+}
+
+Result<double> ParseRequestRate(std::string_view text) {
+  if (text == "0" || text == "unlimited") return 0.0;
+  double per = 1;
+  std::string_view number = text;
+  if (text.ends_with("/s")) {
+    number.remove_suffix(2);
+  } else if (text.ends_with("/m")) {
+    number.remove_suffix(2);
+    per = 60;
+  }
+  double n = 0;
+  auto [end, ec] = std::from_chars(number.data(), number.data() + number.size(), n);
+  if (number.empty() || ec != std::errc() || end != number.data() + number.size() || n <= 0 ||
+      n > 1e6) {
+    return Status(InvalidArgument("a request rate is like 200/s or 600/m (0: unlimited), not '" +
+                                  std::string(text) + "'"));
+  }
+  return n / per;
+}
 
 acp::StoreOptions StoreOptionsOf(const NodeConfig& c) {
   acp::StoreOptions o;
@@ -168,8 +319,10 @@ Status ApplyYamlConfig(const YAML::Node& root, const std::string& path, NodeConf
       }
     } else if (key == "pprof_listen") {
       DWCP_RETURN_IF_ERROR(ReadScalar(v, key, &c->pprof_listen));
-    } else if (key == "api_token") {
-      DWCP_RETURN_IF_ERROR(ReadScalar(v, key, &c->api_token));
+    } else if (std::string* api_string = ApiStringKey(key, c)) {
+      DWCP_RETURN_IF_ERROR(ReadScalar(v, key, api_string));
+    } else if (uint32_t* api_count = ApiCountKey(key, c)) {
+      DWCP_RETURN_IF_ERROR(ReadScalar(v, key, api_count));
     } else if (key == "downtime_budget") {
       DWCP_RETURN_IF_ERROR(ReadDuration(v, key, &c->downtime_budget_ms));
     } else if (key == "node_lease") {
@@ -428,6 +581,7 @@ Status ValidateNodeConfig(NodeConfig* c) {
   std::string pprof_host;
   st = amst::SplitHostPort(c->pprof_listen, &pprof_host, &port);
   if (!st.ok()) return InvalidArgument("--pprof-listen: " + st.message());
+  DWCP_RETURN_IF_ERROR(ValidateApiAccess(c));
   for (const auto& [key, text] :
        {std::pair<std::string, std::string>{"profiling.cpu_duration", c->profiling.cpu_duration},
         {"profiling.retention.max_age", c->profiling.max_age}}) {
@@ -533,7 +687,39 @@ Result<NodeConfig> ParseNodeConfig(int argc, char** argv, bool* exit_now) {
                  "Profiling endpoints /debug/pprof/: HOST:PORT (keep it on loopback)")
       ->capture_default_str();
   app.add_option("--api-token", flags.api_token,
-                 "Require 'Authorization: Bearer TOKEN' on mutating API calls");
+                 "Require 'Authorization: Bearer TOKEN' on mutating API calls (a flag shows in "
+                 "`ps`: prefer --api-token-file or $DWCP_API_TOKEN)");
+  app.add_option("--api-token-file", flags.api_token_file,
+                 "File whose content (surrounding whitespace trimmed) is the API token");
+  app.add_option("--api-tls-cert", flags.api_tls_cert,
+                 "PEM certificate (chain) of the HTTP API: serve https (with --api-tls-key)");
+  app.add_option("--api-tls-key", flags.api_tls_key, "PEM private key of the HTTP API");
+  app.add_option("--api-client-ca", flags.api_client_ca,
+                 "PEM CA whose client certificates authorize mutating API calls like the token");
+  app.add_option("--api-max-body", flags.api_max_body, "Largest API request body (413 beyond)")
+      ->capture_default_str();
+  app.add_option("--api-rate", flags.api_rate,
+                 "API requests per client address, e.g. 200/s or 600/m; 0 = unlimited (429 "
+                 "beyond; /metrics, /healthz, /readyz exempt)")
+      ->capture_default_str();
+  app.add_option("--api-burst", flags.api_burst,
+                 "Requests a client may send at once above --api-rate")
+      ->capture_default_str();
+  app.add_option("--api-read-timeout", flags.api_read_timeout,
+                 "A client must send a whole request (TLS handshake, headers, body) within this")
+      ->capture_default_str();
+  app.add_option("--api-write-timeout", flags.api_write_timeout,
+                 "A response write that makes no progress for this long closes the connection")
+      ->capture_default_str();
+  app.add_option("--api-idle-timeout", flags.api_idle_timeout,
+                 "An idle keep-alive API connection is closed after this")
+      ->capture_default_str();
+  app.add_option("--api-max-connections", flags.api_max_connections,
+                 "Open API connections, all clients together (503 beyond)")
+      ->capture_default_str();
+  app.add_option("--api-max-connections-per-client", flags.api_max_connections_per_client,
+                 "Open API connections of one client address (429 beyond)")
+      ->capture_default_str();
   app.add_option("--downtime-budget", downtime,
                  "Switch over once the rest fits this downtime (default 300ms)");
   app.add_option("--node-lease", node_lease,
@@ -599,6 +785,20 @@ Result<NodeConfig> ParseNodeConfig(int argc, char** argv, bool* exit_now) {
   if (given("--log-level")) config.log_level = flags.log_level;
   if (given("--log-file")) config.log_file = flags.log_file;
   if (given("--api-token")) config.api_token = flags.api_token;
+  if (given("--api-token-file")) config.api_token_file = flags.api_token_file;
+  if (given("--api-tls-cert")) config.api_tls_cert = flags.api_tls_cert;
+  if (given("--api-tls-key")) config.api_tls_key = flags.api_tls_key;
+  if (given("--api-client-ca")) config.api_client_ca = flags.api_client_ca;
+  if (given("--api-max-body")) config.api_max_body = flags.api_max_body;
+  if (given("--api-rate")) config.api_rate = flags.api_rate;
+  if (given("--api-burst")) config.api_burst = flags.api_burst;
+  if (given("--api-read-timeout")) config.api_read_timeout = flags.api_read_timeout;
+  if (given("--api-write-timeout")) config.api_write_timeout = flags.api_write_timeout;
+  if (given("--api-idle-timeout")) config.api_idle_timeout = flags.api_idle_timeout;
+  if (given("--api-max-connections")) config.api_max_connections = flags.api_max_connections;
+  if (given("--api-max-connections-per-client")) {
+    config.api_max_connections_per_client = flags.api_max_connections_per_client;
+  }
   if (given("--pprof-listen")) config.pprof_listen = flags.pprof_listen;
   if (given("--tls")) config.tls = flags.tls;
   if (given("--amst-mode")) config.amst_mode = flags.amst_mode;

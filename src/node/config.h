@@ -4,6 +4,7 @@
 
 #include <cstdint>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "acp/store_factory.h"
@@ -53,8 +54,33 @@ struct NodeConfig {
   int64_t store_timeout_ms = 2000;  // filled by ValidateNodeConfig
   std::string log_level = "info";
   std::string log_file;                         // default: stderr
-  std::string api_token;                        // bearer token for mutating API calls; "" = none
   std::string pprof_listen = "127.0.0.1:6060";  // /debug/pprof/ (loopback unless configured)
+  // HTTP API access control and limits (docs/security.md).
+  // The bearer token of mutating API calls (and of an exposed pprof listener); "" = none.
+  // From api_token, else the file api_token_file names, else $DWCP_API_TOKEN (at most one of
+  // the first two). Never logged.
+  std::string api_token;
+  std::string api_token_file;
+  // TLS on the API listener: on when both are set.
+  std::string api_tls_cert, api_tls_key;
+  // A client certificate signed by this CA authorizes mutating calls like the token; one from
+  // another CA, or expired, fails the handshake. Needs api_tls_cert.
+  std::string api_client_ca;
+  std::string api_max_body = "1MiB";      // request body limit (413)
+  std::string api_rate = "200/s";         // requests per second per client address; 0 = unlimited
+  uint32_t api_burst = 400;               // requests a client may send at once above the rate
+  std::string api_read_timeout = "10s";   // a whole request (TLS handshake, headers, body)
+  std::string api_write_timeout = "10s";  // each write of a response must progress within
+  std::string api_idle_timeout = "5s";    // an idle keep-alive connection is closed after
+  uint32_t api_max_connections = 256;     // open API connections, all clients together
+  uint32_t api_max_connections_per_client = 32;
+  // Filled by ValidateNodeConfig from the strings above.
+  uint64_t api_max_body_bytes = 0;
+  double api_rate_per_second = 0;  // 0: unlimited
+  int64_t api_read_timeout_ms = 0, api_write_timeout_ms = 0, api_idle_timeout_ms = 0;
+  bool ApiTls() const { return !api_tls_cert.empty(); }
+  // Whether pprof_listen is not a loopback address (then it needs the API token).
+  bool PprofExposed() const;
   // Mutual TLS 1.3 on data connections (docs/security.md): on unless turned off.
   std::string amst_mode = "auto";  // auto | datacenter | hybrid | internet (pinned)
   // AMST data plane (docs/amst.md). `transport`: tcp (rdma is not in this build: an error).
@@ -117,6 +143,12 @@ Result<NodeConfig> ParseNodeConfig(int argc, char** argv, bool* exit_now);
 Status LoadYamlConfig(const std::string& path, NodeConfig* config);
 // The same for YAML text; `name` names it in errors.
 Status LoadYamlConfigText(const std::string& text, const std::string& name, NodeConfig* config);
+
+// True for "localhost", 127.0.0.0/8 and ::1.
+bool IsLoopbackHost(const std::string& host);
+
+// "200/s", "600/m" or "0"/"unlimited" as requests per second (0 = unlimited).
+Result<double> ParseRequestRate(std::string_view text);
 
 // Checks values and fills defaults that depend on others: node_id (the host name) and
 // advertise_host (the data listener's host, else the API listener's, else 127.0.0.1 when

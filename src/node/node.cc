@@ -164,6 +164,11 @@ Status Node::Init() {
   DWCP_RETURN_IF_ERROR(api_->Bind(host, port));
 
   pprof_ = std::make_unique<obs::pprof::ProfilingServer>();
+  if (config_.PprofExposed()) {  // validated: there is a token (docs/security.md)
+    pprof_->RequireBearerToken(config_.api_token, [this](std::string_view reason) {
+      metrics_.CountAuthFailure("pprof", reason);
+    });
+  }
   DWCP_RETURN_IF_ERROR(amst::SplitHostPort(config_.pprof_listen, &host, &port));
   DWCP_RETURN_IF_ERROR(pprof_->Bind(host, port));
   if (config_.profiling.enabled) {
@@ -208,7 +213,7 @@ Status Node::Init() {
   ready_ = true;
   obs::LogInfo(
       "node", "dwcpd ready",
-      {{"api", "http://" + config_.advertise_host + ":" + std::to_string(api_port())},
+      {{"api", ApiUrl()},
        {"data", config_.advertise_host + ":" + std::to_string(data_port())},
        {"pprof", "http://" + config_.pprof_listen.substr(0, config_.pprof_listen.rfind(':')) + ":" +
                      std::to_string(pprof_port()) + "/debug/pprof/"},
@@ -219,6 +224,11 @@ Status Node::Init() {
 }
 
 uint16_t Node::api_port() const { return api_ ? api_->port() : 0; }
+
+std::string Node::ApiUrl() const {
+  return std::string(config_.ApiTls() ? "https://" : "http://") + config_.advertise_host + ":" +
+         std::to_string(api_port());
+}
 uint16_t Node::pprof_port() const { return pprof_ ? pprof_->port() : 0; }
 
 bool Node::Heartbeat(const std::string& state) {
@@ -226,7 +236,7 @@ bool Node::Heartbeat(const std::string& state) {
   acp::NodeRecord rec;
   rec.id = config_.node_id;
   rec.region = config_.region;
-  rec.api_url = "http://" + config_.advertise_host + ":" + std::to_string(api_port());
+  rec.api_url = ApiUrl();
   rec.data_address = !config_.data_advertise.empty()
                          ? config_.data_advertise
                          : config_.advertise_host + ":" + std::to_string(data_port());

@@ -92,6 +92,8 @@ class Node {
   double migrations_per_minute() const { return migrations_per_minute_.load(); }
   const NodeConfig& config() const { return config_; }
   uint16_t api_port() const;
+  // How peers and clients reach this node's API: http[s]://advertise_host:port.
+  std::string ApiUrl() const;
   uint16_t data_port() const { return engine_->listen_port(); }
   migration::MigrationEngine& engine() { return *engine_; }
   uint16_t pprof_port() const;

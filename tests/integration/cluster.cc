@@ -61,6 +61,40 @@ HttpReply HttpPost(uint16_t port, const std::string& path, const nlohmann::json&
   return ToReply(c.Post(path, body.dump(), "application/json"));
 }
 
+RawReply RawHttp(const std::string& source, uint16_t port, const std::string& request,
+                 int timeout_ms) {
+  RawReply out;
+  int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  sockaddr_in from{};
+  from.sin_family = AF_INET;
+  inet_pton(AF_INET, source.c_str(), &from.sin_addr);
+  sockaddr_in to{};
+  to.sin_family = AF_INET;
+  to.sin_port = htons(port);
+  inet_pton(AF_INET, "127.0.0.1", &to.sin_addr);
+  timeval tv{timeout_ms / 1000, (timeout_ms % 1000) * 1000};
+  setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+  setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
+  if (bind(fd, reinterpret_cast<sockaddr*>(&from), sizeof from) != 0 ||
+      connect(fd, reinterpret_cast<sockaddr*>(&to), sizeof to) != 0) {
+    close(fd);
+    return out;
+  }
+  (void)!send(fd, request.data(), request.size(), MSG_NOSIGNAL);
+  char buf[4096];
+  ssize_t n;
+  while ((n = recv(fd, buf, sizeof buf, 0)) > 0) out.text.append(buf, static_cast<size_t>(n));
+  close(fd);
+  if (out.text.rfind("HTTP/1.1 ", 0) == 0 && out.text.size() >= 12) {
+    out.status = std::atoi(out.text.substr(9, 3).c_str());
+  }
+  size_t body = out.text.find("\r\n\r\n");
+  if (body != std::string::npos) {
+    out.body = nlohmann::json::parse(out.text.substr(body + 4), nullptr, false);
+  }
+  return out;
+}
+
 CommandResult RunDwcp(const std::string& args) {
   CommandResult r;
   std::string cmd = std::string(DWCP_BINARY) + " " + args + " 2>&1";
@@ -163,11 +197,12 @@ NodeProcess& Cluster::Spawn(NodeProcess n, std::vector<std::string> extra,
                                    "127.0.0.1:" + std::to_string(n.data_port),
                                    "--data-dir",
                                    dir_ + "/" + id,
-                                   "--pprof-listen",
-                                   "127.0.0.1:0",
-
                                    "--io-threads",
                                    "2"};
+  // pprof on a free loopback port unless the test places it itself.
+  if (std::find(extra.begin(), extra.end(), "--pprof-listen") == extra.end()) {
+    args.insert(args.end(), {"--pprof-listen", "127.0.0.1:0"});
+  }
   // The shared SQLite file unless the test names a store itself (etcd://...).
   if (std::find(extra.begin(), extra.end(), "--store") == extra.end()) {
     args.insert(args.end(), {"--store", dir_ + "/state.db"});
@@ -196,10 +231,19 @@ NodeProcess& Cluster::Spawn(NodeProcess n, std::vector<std::string> extra,
     _exit(127);
   }
   n.pid = pid;
+  n.api_tls = std::find(extra.begin(), extra.end(), "--api-tls-cert") != extra.end();
+  auto ready_now = [&] {
+    if (!n.api_tls) return HttpGet(n.api_port, "/readyz").status == 200;
+    httplib::Client tls("https://127.0.0.1:" + std::to_string(n.api_port));
+    tls.enable_server_certificate_verification(false);  // only asks whether it serves
+    tls.set_connection_timeout(2);
+    auto r = tls.Get("/readyz");
+    return r && r->status == 200;
+  };
   auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(20);
   bool ready = false;
   while (std::chrono::steady_clock::now() < deadline) {
-    if (HttpGet(n.api_port, "/readyz").status == 200) {
+    if (ready_now()) {
       ready = true;
       break;
     }

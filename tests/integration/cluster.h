@@ -24,6 +24,18 @@ struct HttpReply {
 HttpReply HttpGet(uint16_t port, const std::string& path);
 HttpReply HttpPost(uint16_t port, const std::string& path, const nlohmann::json& body);
 
+// Sends `request` (raw HTTP/1.x text; ask for "Connection: close") to 127.0.0.1:`port` from
+// the local address `source` (any of 127.0.0.0/8: each is another client for dwcpd's
+// per-client limits) and reads until the server closes or `timeout_ms` passes. status 0
+// when nothing parseable came back.
+struct RawReply {
+  int status = 0;
+  nlohmann::json body;
+  std::string text;  // the whole answer, headers included
+};
+RawReply RawHttp(const std::string& source, uint16_t port, const std::string& request,
+                 int timeout_ms = 5000);
+
 // Runs the `dwcp` CLI (DWCP_BINARY) with `args` through the shell.
 struct CommandResult {
   int exit_code = -1;
@@ -60,6 +72,7 @@ struct NodeProcess {
   uint16_t data_port = 0;
   std::string log_path;
   std::vector<std::string> extra_flags;  // as given to StartNode, reused by Restart
+  bool api_tls = false;                  // started with --api-tls-cert: the API is https
 };
 
 // Several dwcpd processes sharing one SQLite store in a temp directory (or the store a test

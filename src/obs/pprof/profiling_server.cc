@@ -11,7 +11,9 @@
 #include <fstream>
 #include <nlohmann/json.hpp>
 #include <sstream>
+#include <vector>
 
+#include "common/secret.h"
 #include "obs/log.h"
 #include "obs/pprof/goroutine_profile.h"
 #include "obs/pprof/heap_profile.h"
@@ -41,10 +43,14 @@ int HttpStatusFor(StatusCode code) {
   }
 }
 
-void SendError(httplib::Response& res, const Status& st) {
-  res.status = HttpStatusFor(st.code());
+void SendErrorWithStatus(httplib::Response& res, int status, const Status& st) {
+  res.status = status;
   nlohmann::json body = {{"error", st.message()}, {"code", StatusCodeName(st.code())}};
   res.set_content(body.dump() + "\n", "application/json");
+}
+
+void SendError(httplib::Response& res, const Status& st) {
+  SendErrorWithStatus(res, HttpStatusFor(st.code()), st);
 }
 
 // The integer query parameter `name`; `fallback` when absent. InvalidArgument when it is not
@@ -123,7 +129,52 @@ std::string ProcessCmdline() {
   std::ifstream in("/proc/self/cmdline", std::ios::binary);
   std::string s((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
   if (!s.empty() && s.back() == '\0') s.pop_back();
-  return s;
+  return RedactCmdline(std::move(s));
+}
+
+std::string RedactCmdline(std::string cmdline) {
+  constexpr std::string_view kSecretFlags[] = {"--api-token"};
+  std::vector<std::string> args;
+  size_t start = 0;
+  for (;;) {
+    size_t nul = cmdline.find('\0', start);
+    args.push_back(cmdline.substr(start, nul - start));
+    if (nul == std::string::npos) break;
+    start = nul + 1;
+  }
+  for (size_t i = 0; i < args.size(); ++i) {
+    for (std::string_view flag : kSecretFlags) {
+      if (args[i] == flag && i + 1 < args.size()) {
+        args[++i] = "REDACTED";
+      } else if (args[i].size() > flag.size() && args[i].rfind(flag, 0) == 0 &&
+                 args[i][flag.size()] == '=') {
+        args[i] = std::string(flag) + "=REDACTED";
+      }
+    }
+  }
+  std::string out;
+  for (size_t i = 0; i < args.size(); ++i) {
+    if (i > 0) out += '\0';
+    out += args[i];
+  }
+  return out;
+}
+
+void ProfilingServer::RequireBearerToken(std::string token,
+                                         std::function<void(std::string_view)> on_failure) {
+  server_->set_pre_routing_handler([token = std::move(token), on_failure = std::move(on_failure)](
+                                       const httplib::Request& req, httplib::Response& res) {
+    const std::string authorization = req.get_header_value("Authorization");
+    const std::string_view presented = BearerCredentials(authorization);
+    if (SecretEquals(presented, token)) return httplib::Server::HandlerResponse::Unhandled;
+    if (on_failure) on_failure(presented.empty() ? "missing_token" : "wrong_token");
+    res.set_header("WWW-Authenticate", "Bearer realm=\"dwcp-pprof\"");
+    SendErrorWithStatus(res, 401,
+                        Status(StatusCode::kUnauthenticated,
+                               "this profiling endpoint is exposed beyond loopback: send "
+                               "'Authorization: Bearer TOKEN' with the node's API token"));
+    return httplib::Server::HandlerResponse::Handled;
+  });
 }
 
 ProfilingServer::ProfilingServer(TaskRegistry& tasks, CpuProfiler& cpu)

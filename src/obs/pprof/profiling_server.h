@@ -18,6 +18,7 @@
 #include <memory>
 #include <stop_token>
 #include <string>
+#include <string_view>
 #include <thread>
 #include <vector>
 
@@ -49,6 +50,11 @@ class ProfilingServer {
   ~ProfilingServer();  // Stop()
   ProfilingServer(const ProfilingServer&) = delete;
   ProfilingServer& operator=(const ProfilingServer&) = delete;
+
+  // Every request must then carry "Authorization: Bearer <token>" (an exposed listener,
+  // docs/security.md); others get 401 and `on_failure` is called with the reason
+  // (missing_token, wrong_token). Call before Start(); the token is compared in constant time.
+  void RequireBearerToken(std::string token, std::function<void(std::string_view)> on_failure);
 
   // Binds host:port (port 0 picks a free one). Unavailable when the address cannot be bound.
   Status Bind(const std::string& host, uint16_t port);
@@ -93,7 +99,11 @@ class ProfilingServer {
 Result<std::string> ResolveSymbols(const std::string& body);
 
 // The process's arguments joined with NUL separators and no trailing NUL (Go's format, which
-// google-pprof cuts at the first NUL to name the program).
+// google-pprof cuts at the first NUL to name the program), secrets redacted.
 std::string ProcessCmdline();
+
+// `cmdline` (NUL-separated arguments) with the value of every secret flag (--api-token X,
+// --api-token=X) replaced by "REDACTED".
+std::string RedactCmdline(std::string cmdline);
 
 }  // namespace dwcp::obs::pprof

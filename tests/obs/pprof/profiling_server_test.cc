@@ -12,7 +12,9 @@
 #include <future>
 #include <mutex>
 #include <nlohmann/json.hpp>
+#include <string>
 #include <thread>
+#include <vector>
 
 #include "obs/pprof/goroutine_profile.h"
 #include "pprof_test_util.h"
@@ -237,6 +239,43 @@ TEST_F(ProfilingServerTest, CmdlineIsNulSeparatedArgv) {
   std::string args = ProcessCmdline();
   EXPECT_NE(args.find("dwcp_unit_tests"), std::string::npos);
   EXPECT_NE(args.back(), '\0');
+}
+
+TEST(RedactCmdlineTest, HidesTheApiTokenInBothFlagForms) {
+  using namespace std::string_literals;
+  EXPECT_EQ(RedactCmdline("dwcpd\0--api-token\0s3cret\0--node-id\0a"s),
+            "dwcpd\0--api-token\0REDACTED\0--node-id\0a"s);
+  EXPECT_EQ(RedactCmdline("dwcpd\0--api-token=s3cret"s), "dwcpd\0--api-token=REDACTED"s);
+  EXPECT_EQ(RedactCmdline("dwcpd\0--api-token-file\0/etc/t"s), "dwcpd\0--api-token-file\0/etc/t"s);
+  EXPECT_EQ(RedactCmdline("dwcpd\0--api-token"s), "dwcpd\0--api-token"s);
+  EXPECT_EQ(RedactCmdline("dwcpd"), "dwcpd");
+}
+
+TEST(ExposedProfilingServerTest, EveryRequestNeedsTheBearerToken) {
+  TaskRegistry tasks;
+  ProfilingServer server(tasks);
+  std::vector<std::string> failures;
+  std::mutex mu;
+  server.RequireBearerToken("pprof-token", [&](std::string_view reason) {
+    std::lock_guard lock(mu);
+    failures.emplace_back(reason);
+  });
+  ASSERT_TRUE(server.Bind("127.0.0.1", 0).ok());
+  server.Start();
+  httplib::Client c("127.0.0.1", server.port());
+  auto none = c.Get("/debug/pprof/cmdline");
+  ASSERT_TRUE(none);
+  EXPECT_EQ(none->status, 401);
+  EXPECT_EQ(none->get_header_value("WWW-Authenticate").rfind("Bearer", 0), 0u);
+  auto wrong = c.Get("/debug/pprof/goroutine", {{"Authorization", "Bearer nope"}});
+  ASSERT_TRUE(wrong);
+  EXPECT_EQ(wrong->status, 401);
+  auto right = c.Get("/debug/pprof/cmdline", {{"Authorization", "Bearer pprof-token"}});
+  ASSERT_TRUE(right);
+  EXPECT_EQ(right->status, 200);
+  server.Stop();
+  std::lock_guard lock(mu);
+  EXPECT_EQ(failures, (std::vector<std::string>{"missing_token", "wrong_token"}));
 }
 
 // A named thread parked in a function the debug=2 stacks must show.
