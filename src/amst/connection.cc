@@ -1,12 +1,16 @@
 #include "amst/connection.h"
 
 #include <netinet/tcp.h>
+#include <openssl/ssl.h>
+#include <openssl/x509v3.h>
 
 #include <asio/experimental/as_tuple.hpp>
 #include <asio/experimental/awaitable_operators.hpp>
 #include <charconv>
 #include <cstdio>
 #include <cstring>
+
+#include "amst/tls.h"
 
 namespace dwcp::amst {
 namespace {
@@ -68,17 +72,37 @@ awaitable<Status> Connection::StartTls(asio::ssl::context& context, bool server,
                                                        : asio::ssl::stream_base::client,
                                                 as_tuple(use_awaitable)) ||
                           timer.async_wait(as_tuple(use_awaitable)));
-  if (result.index() == 1) co_return DeadlineExceeded("TLS handshake with " + peer_ + " timed out");
+  if (result.index() == 1) {
+    tls_failure_ = "handshake_timeout";
+    co_return DeadlineExceeded("TLS handshake with " + peer_ + " timed out");
+  }
   auto [ec] = std::get<0>(result);
   if (ec) {
+    tls_failure_ = TlsFailureReason(tls_->native_handle(), ec);
     co_return Status(StatusCode::kUnauthenticated,
                      "TLS handshake with " + peer_ + " failed: " + ec.message());
   }
   co_return Status::Ok();
 }
 
-Connection::Connection(asio::ip::tcp::socket socket, obs::Metrics& metrics, uint32_t max_payload)
-    : socket_(std::move(socket)), metrics_(metrics), max_payload_(max_payload) {
+bool Connection::PeerCertificateNames(const std::string& name) const {
+  if (!tls_ || name.empty()) return false;
+  SSL* ssl = tls_->native_handle();
+  if (SSL_get_verify_result(ssl) != X509_V_OK) return false;
+  X509* cert = SSL_get0_peer_certificate(ssl);
+  if (cert == nullptr) return false;
+  // Exact names only: no wildcards, no partial labels.
+  return X509_check_host(cert, name.data(), name.size(),
+                         X509_CHECK_FLAG_NO_WILDCARDS | X509_CHECK_FLAG_NO_PARTIAL_WILDCARDS,
+                         nullptr) == 1;
+}
+
+Connection::Connection(asio::ip::tcp::socket socket, obs::Metrics& metrics, uint32_t max_payload,
+                       uint32_t max_control)
+    : socket_(std::move(socket)),
+      metrics_(metrics),
+      max_payload_(max_payload),
+      max_control_(max_control) {
   asio::error_code ec;
   auto ep = socket_.remote_endpoint(ec);
   peer_ = ec ? "unknown" : ep.address().to_string() + ":" + std::to_string(ep.port());
@@ -142,7 +166,14 @@ awaitable<Result<Frame>> Connection::Receive(Millis deadline) {
     if (ec) co_return FromError(ec, ("receive from " + peer_).c_str());
   }
   auto header = DecodeFrameHeader(raw, max_payload_);
-  if (!header.ok()) co_return header.status();
+  if (!header.ok()) {
+    if (RawFrameLength(raw) > max_payload_) metrics_.CountLimitRejection("frame_size");
+    co_return header.status();
+  }
+  if (Status size = CheckControlSize(*header, max_control_); !size.ok()) {
+    metrics_.CountLimitRejection("message_size");
+    co_return size;
+  }
   if (Status order = CheckFrameOrder(*header, recv_seq_, protocol_); !order.ok()) co_return order;
   Frame frame{*header, std::vector<uint8_t>(header->length)};
   if (header->length > 0) {

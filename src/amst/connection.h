@@ -35,8 +35,11 @@ class Connection : public std::enable_shared_from_this<Connection> {
  public:
   // Takes a connected socket. Counts itself in dwcp_v3_active_connections while alive and
   // its bytes in dwcp_v3_network_bytes_total.
+  // A frame longer than `max_payload`, or a control frame longer than `max_control`, fails
+  // Receive() with a Protocol error and counts dwcp_v3_limit_rejections_total{limit=
+  // "frame_size" | "message_size"} (docs/security.md#limits).
   Connection(asio::ip::tcp::socket socket, obs::Metrics& metrics,
-             uint32_t max_payload = kDefaultMaxPayload);
+             uint32_t max_payload = kDefaultMaxPayload, uint32_t max_control = kDefaultMaxControl);
   ~Connection();
   Connection(const Connection&) = delete;
   Connection& operator=(const Connection&) = delete;
@@ -53,6 +56,18 @@ class Connection : public std::enable_shared_from_this<Connection> {
   // is encrypted. Unauthenticated when the peer's certificate does not verify.
   asio::awaitable<Status> StartTls(asio::ssl::context& context, bool server, Millis deadline);
   bool tls() const { return tls_ != nullptr; }
+  // After a failed StartTls: why, as a dwcp_v3_auth_failures_total reason (amst/tls.h
+  // TlsFailureReason); empty before.
+  const std::string& tls_failure() const { return tls_failure_; }
+  // True iff TLS is on and the peer's verified certificate names `name` (a SAN DNS entry,
+  // or the subject CN when it has no SAN).
+  bool PeerCertificateNames(const std::string& name) const;
+
+  // Frame limits for frames received from now on (before the first Receive, typically).
+  void SetFrameLimits(uint32_t max_payload, uint32_t max_control) {
+    max_payload_ = max_payload;
+    max_control_ = max_control;
+  }
 
   // Frames after the handshake carry the negotiated version; before it, 0.
   void set_protocol(uint8_t version) { protocol_ = version; }
@@ -83,6 +98,8 @@ class Connection : public std::enable_shared_from_this<Connection> {
   std::unique_ptr<asio::ssl::stream<asio::ip::tcp::socket&>> tls_;  // set by StartTls
   obs::Metrics& metrics_;
   uint32_t max_payload_;
+  uint32_t max_control_;
+  std::string tls_failure_;
   uint8_t protocol_ = 0;
   uint32_t send_seq_ = 0;
   uint32_t recv_seq_ = 0;

@@ -55,10 +55,22 @@ Result<FrameHeader> DecodeFrameHeader(std::span<const uint8_t, kFrameHeaderSize>
   h.length = Get32(&b[12]);
   if (h.length > max_payload) {
     return Status(ProtocolError("frame payload of " + std::to_string(h.length) +
-                                " bytes exceeds the limit of " + std::to_string(max_payload)));
+                                " bytes exceeds the limit of " + std::to_string(max_payload) +
+                                " (max_frame_bytes)"));
   }
   h.checksum = Get64(&b[16]);
   return h;
+}
+
+uint32_t RawFrameLength(std::span<const uint8_t, kFrameHeaderSize> b) {
+  return Get32(&b[0]) == kFrameMagic ? Get32(&b[12]) : 0;
+}
+
+Status CheckControlSize(const FrameHeader& h, uint32_t max_control) {
+  if (h.type != FrameType::kControl || h.length <= max_control) return Status::Ok();
+  return ProtocolError("control message of " + std::to_string(h.length) +
+                       " bytes exceeds the limit of " + std::to_string(max_control) +
+                       " (max_control_bytes)");
 }
 
 Status CheckFrameOrder(const FrameHeader& h, uint32_t expected_seq, uint8_t protocol) {

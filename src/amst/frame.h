@@ -27,6 +27,9 @@ inline constexpr size_t kFrameHeaderSize = 24;
 inline constexpr uint32_t kFrameMagic = 0x50435744;  // "DWCP" in little-endian byte order
 // Default payload limit: a page batch of 1 MiB plus per-page headers, with room to spare.
 inline constexpr uint32_t kDefaultMaxPayload = 4 * 1024 * 1024;
+// Default limit of a CONTROL frame's payload (a serialized dwcp.wire.Control): the largest
+// message, a MigrationReady or Abort with its error text, is a few hundred bytes.
+inline constexpr uint32_t kDefaultMaxControl = 64 * 1024;
 
 enum class FrameType : uint8_t {
   kControl = 1,  // payload: a serialized dwcp.wire.Control message
@@ -51,6 +54,14 @@ std::array<uint8_t, kFrameHeaderSize> EncodeFrameHeader(uint8_t protocol, FrameT
 // `max_payload`. Returns a Protocol error naming the problem otherwise.
 Result<FrameHeader> DecodeFrameHeader(std::span<const uint8_t, kFrameHeaderSize> bytes,
                                       uint32_t max_payload);
+
+// The length field of a header whose magic is right, unvalidated (0 for a wrong magic):
+// tells an oversized frame from other malformed ones.
+uint32_t RawFrameLength(std::span<const uint8_t, kFrameHeaderSize> bytes);
+
+// A CONTROL frame whose payload exceeds `max_control` is refused before its payload is read:
+// Protocol error naming both sizes (config max_control_bytes); Ok for page frames.
+Status CheckControlSize(const FrameHeader& header, uint32_t max_control);
 
 // Checks a decoded header against the receiving connection: `expected_seq` is the next
 // sequence number, `protocol` the negotiated version (0 before the handshake). Returns a

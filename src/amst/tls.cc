@@ -17,6 +17,32 @@ std::string OpenSslError() {
 
 }  // namespace
 
+const char* TlsFailureReason(SSL* ssl, const asio::error_code& ec) {
+  const long verify = ssl != nullptr ? SSL_get_verify_result(ssl) : X509_V_OK;
+  if (verify == X509_V_ERR_CERT_HAS_EXPIRED) return "expired_certificate";
+  if (ec.category() == asio::error::get_ssl_category()) {
+    const int reason = ERR_GET_REASON(static_cast<unsigned long>(ec.value()));
+    switch (reason) {
+      case SSL_R_PEER_DID_NOT_RETURN_A_CERTIFICATE:
+        return "no_client_certificate";
+      case SSL_R_CERTIFICATE_VERIFY_FAILED:
+        return "bad_client_certificate";
+      case SSL_R_WRONG_VERSION_NUMBER:
+      case SSL_R_HTTP_REQUEST:
+      case SSL_R_HTTPS_PROXY_REQUEST:
+      case SSL_R_PACKET_LENGTH_TOO_LONG:
+      case SSL_R_UNSUPPORTED_PROTOCOL:
+      case SSL_R_UNKNOWN_PROTOCOL:
+      case SSL_R_RECORD_LENGTH_MISMATCH:
+        return "not_tls";
+      default:
+        break;
+    }
+  }
+  if (verify != X509_V_OK) return "bad_client_certificate";
+  return "tls_handshake";
+}
+
 Result<std::shared_ptr<asio::ssl::context>> MakeTlsContext(const TlsConfig& config, bool server) {
   if (config.ca_file.empty() || config.cert_file.empty() || config.key_file.empty()) {
     return Status(InvalidArgument(

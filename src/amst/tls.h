@@ -22,4 +22,11 @@ struct TlsConfig {
 // file that cannot be read or does not match.
 Result<std::shared_ptr<asio::ssl::context>> MakeTlsContext(const TlsConfig& config, bool server);
 
+// Why a TLS handshake on `ssl` failed with `ec`, as a dwcp_v3_auth_failures_total reason:
+// "expired_certificate", "bad_client_certificate" (does not verify: another CA, not yet
+// valid, ...), "no_client_certificate" (the peer sent none), "not_tls" (the peer does not
+// speak TLS 1.3: plain TCP, garbage, an older version), "tls_handshake" (anything else).
+// Read it right after the failure: it consults the connection's verify result.
+const char* TlsFailureReason(SSL* ssl, const asio::error_code& ec);
+
 }  // namespace dwcp::amst

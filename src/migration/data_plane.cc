@@ -5,6 +5,7 @@
 #include <numeric>
 
 #include "amst/frame.h"
+#include "hde/hde_format.h"
 #include "obs/log.h"
 
 namespace dwcp::migration {
@@ -19,6 +20,12 @@ double Seconds(std::chrono::steady_clock::duration d) {
 }
 
 }  // namespace
+
+uint64_t BatchBufferBound(uint64_t pages) {
+  // A page costs at most its content plus an entry header (kind and varint index); the
+  // batch adds its header. Rounded up generously: the bound only has to be an upper bound.
+  return pages * (vm::kPageSize + 16) + 4096;
+}
 
 const char* RoundTotals::main_algorithm(bool v3) const {
   if (!v3) return "none";
@@ -40,6 +47,7 @@ struct OutgoingPages::Batch {
   hde::EncodedBatch encoded;    // v3 payload and stats
   bool v3 = false;
   double encode_seconds = 0;
+  BufferBudget::Charge charge;  // from planning until written (DataPlaneContext::buffers)
 
   std::span<const uint8_t> payload() const {
     return v3 ? encoded.payload() : std::span<const uint8_t>(legacy);
@@ -315,6 +323,17 @@ awaitable<Status> OutgoingPages::SendRound(uint32_t round, const std::vector<uin
     }
     const uint64_t n = std::min<uint64_t>(options_.batch_pages, total - i);
     auto batch = std::make_shared<Batch>();
+    if (ctx_.buffers != nullptr) {
+      // Backpressure: wait for room in the node's budget (the writers of every migration
+      // give it back as batches leave).
+      auto charge = co_await ctx_.buffers->Take(
+          BatchBufferBound(n), nullptr, [this] { return error(); }, ctx_.buffer_wait);
+      if (!charge.ok()) {
+        SetError(charge.status());
+        co_return charge.status();
+      }
+      batch->charge = std::move(charge).value();
+    }
     batch->round = round;
     batch->seq = next_seq_++;
     batch->pages = n;
@@ -397,6 +416,7 @@ awaitable<void> OutgoingPages::Finish() {
 struct IncomingPages::Pending {
   std::vector<uint8_t> payload;  // never moved once parsed: `parsed` points into it
   hde::ParsedBatch parsed;
+  std::shared_ptr<BufferBudget::Charge> charge;  // until applied (or dropped)
 };
 
 IncomingPages::IncomingPages(DataPlaneContext context, uint8_t protocol,
@@ -464,8 +484,10 @@ Status IncomingPages::ApplyLocked(const Pending& p) {
   return Status::Ok();
 }
 
-Status IncomingPages::DeliverOnPool(std::vector<uint8_t> payload) {
+Status IncomingPages::DeliverOnPool(std::vector<uint8_t> payload,
+                                    std::shared_ptr<BufferBudget::Charge> charge) {
   auto pending = std::make_shared<Pending>();
+  pending->charge = std::move(charge);
   pending->payload = std::move(payload);
   auto parsed = decoder_.Parse(pending->payload);  // const, thread-safe
   std::function<void(const Status&)> callback;
@@ -523,14 +545,32 @@ awaitable<Status> IncomingPages::Deliver(std::vector<uint8_t> payload) {
   // v3: decode on the pool while this stream reads on. A token per batch in flight bounds
   // the memory; the pool returns it. Failures land in error_ (and on_fail_).
   auto self = shared_from_this();
+  std::shared_ptr<BufferBudget::Charge> charge;
+  if (ctx_.buffers != nullptr) {
+    // The next batch in sequence always goes ahead: it lets every waiting one apply.
+    auto header = hde::ReadHeader(payload);
+    const uint64_t seq = header.ok() ? header->seq : ~uint64_t{0};
+    auto taken = co_await ctx_.buffers->Take(
+        payload.size(),
+        [this, seq, bad = !header.ok()] {
+          std::lock_guard lock(mu_);
+          return bad || reorder_.next_seq() == seq;
+        },
+        [this] { return error(); }, ctx_.buffer_wait);
+    if (!taken.ok()) {
+      Fail(taken.status());
+      co_return taken.status();
+    }
+    charge = std::make_shared<BufferBudget::Charge>(std::move(taken).value());
+  }
   auto [ec, unused] = co_await in_flight_.async_receive(as_tuple(use_awaitable));
   if (ec) co_return Aborted("data plane closed");
   if (Status e = error(); !e.ok()) {
     (void)in_flight_.try_send(asio::error_code{}, 0);
     co_return e;
   }
-  asio::post(*ctx_.pool, [self, p = std::move(payload)]() mutable {
-    (void)self->DeliverOnPool(std::move(p));
+  asio::post(*ctx_.pool, [self, p = std::move(payload), charge = std::move(charge)]() mutable {
+    (void)self->DeliverOnPool(std::move(p), std::move(charge));
     (void)self->in_flight_.try_send(asio::error_code{}, 0);
   });
   co_return Status::Ok();

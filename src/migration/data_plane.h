@@ -16,9 +16,9 @@
 // first bad batch, or a stream lost with batches outstanding, fails the whole migration.
 #pragma once
 
+#include <array>
 #include <asio.hpp>
 #include <asio/experimental/concurrent_channel.hpp>
-#include <array>
 #include <atomic>
 #include <chrono>
 #include <cstdint>
@@ -37,6 +37,7 @@
 #include "hde/page_codec.h"
 #include "hde/page_decoder.h"
 #include "hde/page_encoder.h"
+#include "migration/buffer_budget.h"
 #include "obs/metrics.h"
 #include "vm/guest.h"
 
@@ -51,7 +52,16 @@ struct DataPlaneContext {
   Clock* clock = nullptr;
   amst::TokenBucket* node_bucket = nullptr;         // the per-node cap
   std::atomic<uint64_t>* stream_busy_ns = nullptr;  // time writers spend in writes
+  // The node-wide budget of batches in flight (null: unlimited): a source charges each batch
+  // from planning until written, a destination each v3 batch from receipt until applied.
+  BufferBudget* buffers = nullptr;
+  // How long a batch may wait for room in `buffers` before the migration fails.
+  std::chrono::milliseconds buffer_wait{15000};
 };
+
+// What a source charges to the buffer budget for a batch of `pages` pages: an upper bound
+// of its encoded size (raw pages plus per-page and batch headers).
+uint64_t BatchBufferBound(uint64_t pages);
 
 // What a round (or the whole migration) did, for spans and the migration record.
 struct RoundTotals {
@@ -184,9 +194,10 @@ class IncomingPages : public std::enable_shared_from_this<IncomingPages> {
                 std::function<void(const Status&)> on_fail);
 
   // Hands one PAGES payload from any stream to the pool, which decodes it and applies it in
-  // sequence order (waiting batches are kept until their turn). Waits only while
-  // kMaxInFlight batches are being decoded. Returns the migration's error once it has one;
-  // a batch that fails later shows in error() and WaitApplied().
+  // sequence order (waiting batches are kept until their turn). Waits while kMaxInFlight
+  // batches are being decoded, and (v3) while the node's buffer budget is full, unless this
+  // batch is the next to apply (which always goes ahead, so waiting never deadlocks). Returns the
+  // migration's error once it has one; a batch that fails later shows in error() and WaitApplied().
   asio::awaitable<Status> Deliver(std::vector<uint8_t> payload);
   // Waits until `batches` batches are applied, the migration failed, or `deadline` passed.
   // More than `batches` (applied or waiting) is a protocol error, unless `at_least`: then
@@ -208,7 +219,7 @@ class IncomingPages : public std::enable_shared_from_this<IncomingPages> {
 
  private:
   struct Pending;
-  Status DeliverOnPool(std::vector<uint8_t> payload);
+  Status DeliverOnPool(std::vector<uint8_t> payload, std::shared_ptr<BufferBudget::Charge> charge);
   Status ApplyLocked(const Pending& p);
   // Records the first failure; returns the callback to run (outside the lock) if it was.
   std::function<void(const Status&)> FailLocked(const Status& why);

@@ -90,6 +90,14 @@ uint32_t WorkerThreads(uint32_t configured) {
   return configured > 0 ? configured : std::max(1u, std::thread::hardware_concurrency());
 }
 
+// Runs `release` when destroyed (a connection slot's owner).
+struct OnRelease {
+  std::function<void()> release;
+  ~OnRelease() {
+    if (release) release();
+  }
+};
+
 // 32 random hex digits: the secret that lets a data stream join a migration.
 std::string NewStreamToken() {
   std::random_device rd;
@@ -197,7 +205,8 @@ MigrationEngine::MigrationEngine(EngineConfig config, acp::StateStore& store, vm
       pool_(WorkerThreads(config_.worker_threads)),
       hde_stats_(metrics),
       pba_(metrics),
-      node_bucket_(config_.node_bandwidth_limit) {
+      node_bucket_(config_.node_bandwidth_limit),
+      buffers_(config_.max_buffer_memory, &metrics) {
   config_.hde.compress_threads = WorkerThreads(config_.worker_threads);
   if (config_.batch_window == 0) config_.batch_window = 1;
 }
@@ -211,6 +220,8 @@ DataPlaneContext MigrationEngine::DataContext() {
   c.clock = &clock_;
   c.node_bucket = &node_bucket_;
   c.stream_busy_ns = &stream_busy_ns_;
+  c.buffers = &buffers_;
+  c.buffer_wait = config_.io_timeout;
   return c;
 }
 
@@ -278,6 +289,119 @@ void MigrationEngine::Unregister(const std::string& key) {
   idle_cv_.notify_all();
 }
 
+void MigrationEngine::LogLimited(std::string_view limit, std::string_view message,
+                                 nlohmann::json fields) {
+  const int64_t now = clock_.WallMillis();
+  uint64_t suppressed = 0;
+  {
+    std::lock_guard lock(limit_log_mu_);
+    auto it = limit_log_.find(limit);
+    if (it == limit_log_.end()) it = limit_log_.emplace(std::string(limit), std::pair{0, 0}).first;
+    auto& [last_ms, since] = it->second;
+    if (last_ms != 0 && now - last_ms < 10000) {
+      ++since;
+      return;
+    }
+    last_ms = now;
+    suppressed = std::exchange(since, 0);
+  }
+  fields["limit"] = std::string(limit);
+  if (suppressed > 0) fields["refused_since_last_log"] = suppressed;
+  obs::LogWarn("amst", message, fields);
+}
+
+Status MigrationEngine::AdmitMigration(const std::string& peer, bool incoming, std::string* limit) {
+  std::string refused;
+  Status why;
+  {
+    std::lock_guard lock(mu_);
+    uint32_t& with_peer = peer_migrations_[peer];
+    const std::string side = incoming ? "destination " : "";
+    if (config_.max_migrations != 0 && migrations_ >= config_.max_migrations) {
+      refused = "max_migrations";
+      why = FailedPrecondition(side + config_.node_id + " busy: " + std::to_string(migrations_) +
+                               " migrations running (max_migrations " +
+                               std::to_string(config_.max_migrations) + ")");
+    } else if (config_.max_migrations_per_peer != 0 &&
+               with_peer >= config_.max_migrations_per_peer) {
+      refused = "max_migrations_per_peer";
+      why = FailedPrecondition(side + config_.node_id + " busy: " + std::to_string(with_peer) +
+                               " migrations running with " + peer + " (max_migrations_per_peer " +
+                               std::to_string(config_.max_migrations_per_peer) + ")");
+    } else {
+      ++migrations_;
+      ++with_peer;
+      return Status::Ok();
+    }
+    if (with_peer == 0) peer_migrations_.erase(peer);
+  }
+  if (limit != nullptr) *limit = refused;
+  metrics_.CountLimitRejection(refused == "max_migrations" ? "migrations" : "migrations_per_peer");
+  obs::LogWarn("migration", incoming ? "refused an incoming migration" : "refused a migration",
+               {{"peer", peer}, {"limit", refused}, {"error", why.message()}});
+  return why;
+}
+
+void MigrationEngine::ReleaseMigration(const std::string& peer) {
+  std::lock_guard lock(mu_);
+  if (migrations_ > 0) --migrations_;
+  auto it = peer_migrations_.find(peer);
+  if (it != peer_migrations_.end() && --it->second == 0) peer_migrations_.erase(it);
+}
+
+uint32_t MigrationEngine::limited_migrations() const {
+  std::lock_guard lock(mu_);
+  return migrations_;
+}
+
+uint32_t MigrationEngine::limited_migrations_with(const std::string& peer) const {
+  std::lock_guard lock(mu_);
+  auto it = peer_migrations_.find(peer);
+  return it == peer_migrations_.end() ? 0 : it->second;
+}
+
+std::shared_ptr<void> MigrationEngine::AdmitConnection(const std::string& address) {
+  const char* refused = nullptr;
+  uint32_t open = 0;
+  {
+    std::lock_guard lock(conn_mu_);
+    uint32_t& from_peer = peer_connections_[address];
+    if (config_.max_connections != 0 && connections_ >= config_.max_connections) {
+      refused = "connections";
+      open = connections_;
+    } else if (config_.max_connections_per_peer != 0 &&
+               from_peer >= config_.max_connections_per_peer) {
+      refused = "connections_per_peer";
+      open = from_peer;
+    } else {
+      ++connections_;
+      ++from_peer;
+    }
+    if (refused != nullptr && from_peer == 0) peer_connections_.erase(address);
+  }
+  if (refused != nullptr) {
+    metrics_.CountLimitRejection(refused);
+    const bool total = std::string_view(refused) == "connections";
+    LogLimited(refused,
+               total ? "refused a data connection: too many open (max_connections)"
+                     : "refused a data connection: too many open from this address "
+                       "(max_connections_per_peer)",
+               {{"peer", address},
+                {"open", open},
+                {"max", total ? config_.max_connections : config_.max_connections_per_peer}});
+    return nullptr;
+  }
+  // The slot: gives the connection back when the last owner drops it.
+  auto slot = std::make_shared<OnRelease>();
+  slot->release = [this, address] {
+    std::lock_guard lock(conn_mu_);
+    if (connections_ > 0) --connections_;
+    auto it = peer_connections_.find(address);
+    if (it != peer_connections_.end() && --it->second == 0) peer_connections_.erase(it);
+  };
+  return slot;
+}
+
 void MigrationEngine::Shutdown(Ms grace) {
   if (!stopping_.exchange(true)) {
     obs::LogInfo("migration", "engine shutting down: aborting uncommitted migrations",
@@ -329,9 +453,21 @@ awaitable<void> MigrationEngine::AcceptLoop() {
       obs::LogWarn("amst", "accept failed", {{"error", ec.message()}});
       continue;
     }
-    auto conn = std::make_shared<amst::Connection>(std::move(socket), metrics_);
+    // Connection limits by remote IP, before TLS or any frame: a refused connection costs
+    // the node one accept and one close.
+    asio::error_code rec;
+    auto remote = socket.remote_endpoint(rec);
+    auto slot = AdmitConnection(rec ? std::string("unknown") : remote.address().to_string());
+    if (!slot) {
+      asio::error_code ignored;
+      socket.close(ignored);
+      continue;
+    }
+    auto conn = std::make_shared<amst::Connection>(
+        std::move(socket), metrics_, config_.max_frame_bytes, config_.max_control_bytes);
     auto executor = conn->executor();
-    asio::co_spawn(executor, ServeIncoming(std::move(conn)), [](std::exception_ptr e) {
+    // The slot lives until the connection's coroutine ends.
+    asio::co_spawn(executor, ServeIncoming(std::move(conn)), [slot](std::exception_ptr e) {
       if (e) {
         obs::LogError("migration", "incoming migration ended with an exception",
                       {{"error", ExceptionMessage(e)}});
@@ -405,6 +541,9 @@ Result<acp::MigrationRecord> MigrationEngine::Start(const MigrationRequest& req)
     }
   }
 
+  // Concurrency limits: refused here, before the store hears of the migration.
+  DWCP_RETURN_IF_ERROR(AdmitMigration(req.dest_node, /*incoming=*/false, nullptr));
+
   auto m = std::make_shared<Outgoing>();
   m->record.id = NewMigrationId();
   m->key = m->record.id;
@@ -444,6 +583,7 @@ Result<acp::MigrationRecord> MigrationEngine::Start(const MigrationRequest& req)
     metrics_.consensus_latency().Observe(Seconds(clock_.Now() - c0));
     if (!st.ok()) {
       Unregister(m->key);
+      ReleaseMigration(req.dest_node);
       span.SetError(st.ToString());
       m->root.SetError(st.ToString());
       return st;
@@ -609,6 +749,7 @@ awaitable<void> MigrationEngine::RunOutgoing(std::shared_ptr<Outgoing> m) {
     transfer.End();
     m->root.End();
     metrics_.migrations_out.Decrement();
+    ReleaseMigration(rec.dest_node);
     Unregister(m->key);
   };
 
@@ -639,11 +780,18 @@ awaitable<void> MigrationEngine::RunOutgoing(std::shared_ptr<Outgoing> m) {
       co_return;
     }
     conn = std::shared_ptr<amst::Connection>(std::move(c).value());
+    conn->SetFrameLimits(config_.max_frame_bytes, config_.max_control_bytes);
     m->SetConnection(conn);
     if (m->cancel) conn->Close();
     if (config_.tls_client) {
       ScopedTime t(clock_, &shares.amst);
       st = co_await conn->StartTls(*config_.tls_client, /*server=*/false, config_.connect_timeout);
+      if (st.ok() && config_.tls_check_node_id && !conn->PeerCertificateNames(rec.dest_node)) {
+        metrics_.CountAuthFailure("data", "node_id_mismatch");
+        st = Status(StatusCode::kUnauthenticated, "the certificate of " + m->dest_address +
+                                                      " does not name node '" + rec.dest_node +
+                                                      "' (node_id_mismatch)");
+      }
       if (!st.ok()) {
         fail(st, false);
         finish();
@@ -737,6 +885,8 @@ awaitable<void> MigrationEngine::RunOutgoing(std::shared_ptr<Outgoing> m) {
     auto ready = co_await recv_ctl(config_.io_timeout);
     if (st.ok()) st = expect(ready, wire::Control::kReady);
     if (st.ok() && !ready->ready().ok()) {
+      // A destination at one of its limits says so, and which (MigrationReady.limit): the VM
+      // stays here and a later attempt may succeed.
       st = FailedPrecondition("destination refused: " + ready->ready().error());
     }
     if (st.ok()) {
@@ -1220,26 +1370,54 @@ awaitable<void> MigrationEngine::ServeIncoming(std::shared_ptr<amst::Connection>
                    {"vm_id", vm_id},
                    {"migration_id", migration_id}});
   };
+  std::string admitted_peer;  // counted against max_migrations (ReleaseMigration)
+  bool admitted = false;
   auto done = [&] {
     conn->Close();
     if (counted) metrics_.migrations_in.Decrement();
+    if (admitted) ReleaseMigration(admitted_peer);
     Unregister(a->key);
   };
 
+  // The handshake (TLS, then Hello or StreamJoin) must complete within handshake_timeout
+  // of the accept: a peer that connects and stalls holds a slot no longer than that.
+  const auto handshake_deadline = std::chrono::steady_clock::now() + config_.handshake_timeout;
+  auto handshake_left = [&] {
+    return std::max(Ms(1), std::chrono::duration_cast<Ms>(handshake_deadline -
+                                                          std::chrono::steady_clock::now()));
+  };
+  auto handshake_timed_out = [&](const Status& why) {
+    metrics_.CountLimitRejection("handshake_timeout");
+    LogLimited("handshake_timeout",
+               "closing a data connection that did not complete its handshake in time "
+               "(handshake_timeout)",
+               {{"peer", conn->peer()},
+                {"handshake_timeout_ms", config_.handshake_timeout.count()},
+                {"error", why.ToString()}});
+  };
   if (config_.tls_server) {
-    Status tls = co_await conn->StartTls(*config_.tls_server, /*server=*/true, config_.io_timeout);
+    Status tls = co_await conn->StartTls(*config_.tls_server, /*server=*/true, handshake_left());
     if (!tls.ok()) {
-      if (tls.code() != StatusCode::kDeadlineExceeded) metrics_.CountByzantine("bad_certificate");
-      reject(tls.code() == StatusCode::kDeadlineExceeded
-                 ? tls
-                 : Status(StatusCode::kUnauthenticated, "refused peer: " + tls.message()));
+      if (tls.code() == StatusCode::kDeadlineExceeded) {
+        handshake_timed_out(tls);
+      } else {
+        metrics_.CountByzantine("bad_certificate");
+        metrics_.CountAuthFailure("data", conn->tls_failure());
+        reject(Status(StatusCode::kUnauthenticated,
+                      "refused peer: " + tls.message() + " (" + conn->tls_failure() + ")"));
+      }
       done();
       co_return;
     }
   }
   // Handshake: a new migration starts with Hello; an additional data stream of a running
   // one with StreamJoin.
-  auto hello = co_await conn->ReceiveControl(config_.io_timeout);
+  auto hello = co_await conn->ReceiveControl(handshake_left());
+  if (!hello.ok() && hello.status().code() == StatusCode::kDeadlineExceeded) {
+    handshake_timed_out(hello.status());
+    done();
+    co_return;
+  }
   if (hello.ok() && hello->msg_case() == wire::Control::kStreamJoin) {
     co_await ServeJoinedStream(conn, hello->stream_join());
     done();
@@ -1251,6 +1429,20 @@ awaitable<void> MigrationEngine::ServeIncoming(std::shared_ptr<amst::Connection>
     co_return;
   }
   const std::string peer = hello->hello().node_id();
+  if (conn->tls() && config_.tls_check_node_id && !conn->PeerCertificateNames(peer)) {
+    // A cluster certificate lets its holder in, but only as the node it names.
+    metrics_.CountAuthFailure("data", "node_id_mismatch");
+    wire::Control ack;
+    ack.mutable_hello_ack()->set_node_id(config_.node_id);
+    ack.mutable_hello_ack()->set_error("the peer's certificate does not name node '" + peer + "'");
+    Status ignored = co_await conn->SendControl(ack, config_.io_timeout);
+    (void)ignored;
+    reject(Status(StatusCode::kUnauthenticated,
+                  "refused peer: its certificate does not name node '" + peer +
+                      "', which its hello claims (node_id_mismatch)"));
+    done();
+    co_return;
+  }
   const std::string quarantined = QuarantineReason(peer);
   const uint32_t version =
       quarantined.empty() ? NegotiateVersion(hello->hello(), config_.protocols) : 0;
@@ -1306,9 +1498,17 @@ awaitable<void> MigrationEngine::ServeIncoming(std::shared_ptr<amst::Connection>
   metrics_.migrations_in.Increment();
   counted = true;
 
-  // Check the request against the store: the VM must be migrating to us under this id.
+  // Concurrency limits first: a busy destination refuses in the handshake, before it looks
+  // at the store or makes a guest, so the source fails cleanly and keeps the VM.
   Status st;
-  {
+  std::string refused_limit;
+  st = AdmitMigration(peer, /*incoming=*/true, &refused_limit);
+  if (st.ok()) {
+    admitted = true;
+    admitted_peer = peer;
+  }
+  // Check the request against the store: the VM must be migrating to us under this id.
+  if (st.ok()) {
     auto vm = co_await Blocking([&] { return store_.GetVm(vm_id); });
     auto mig = co_await Blocking([&] { return store_.GetMigration(migration_id); });
     if (!vm.ok()) {
@@ -1394,6 +1594,7 @@ awaitable<void> MigrationEngine::ServeIncoming(std::shared_ptr<amst::Connection>
     wire::Control ready;
     ready.mutable_ready()->set_ok(st.ok());
     if (!st.ok()) ready.mutable_ready()->set_error(st.message());
+    if (!refused_limit.empty()) ready.mutable_ready()->set_limit(refused_limit);
     if (st.ok() && version >= 3) {
       ready.mutable_ready()->set_stream_token(session->token);
       ready.mutable_ready()->set_max_streams(session->max_streams);
@@ -1404,7 +1605,11 @@ awaitable<void> MigrationEngine::ServeIncoming(std::shared_ptr<amst::Connection>
   }
   if (!st.ok()) {
     end_session();
-    reject(st);
+    if (refused_limit.empty()) {
+      reject(st);
+    } else {
+      span.SetError(st.ToString());  // AdmitMigration logged and counted it
+    }
     done();
     co_return;
   }
@@ -1630,6 +1835,7 @@ awaitable<void> MigrationEngine::OpenExtraStream(std::shared_ptr<Outgoing> m, ui
     co_return;
   }
   std::shared_ptr<amst::Connection> conn(std::move(c).value());
+  conn->SetFrameLimits(config_.max_frame_bytes, config_.max_control_bytes);
   if (config_.tls_client) {
     Status st =
         co_await conn->StartTls(*config_.tls_client, /*server=*/false, config_.connect_timeout);

@@ -19,9 +19,10 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <nlohmann/json.hpp>
 #include <optional>
-#include <type_traits>
 #include <string>
+#include <type_traits>
 #include <utility>
 #include <vector>
 
@@ -34,6 +35,7 @@
 #include "common/status.h"
 #include "hde/hde_stats.h"
 #include "hde/page_encoder.h"
+#include "migration/buffer_budget.h"
 #include "migration/data_plane.h"
 #include "obs/metrics.h"
 #include "pba/bandwidth_predictor.h"
@@ -74,9 +76,22 @@ struct EngineConfig {
   std::chrono::milliseconds verify_timeout{120000};    // digest of a large guest
   std::chrono::milliseconds node_alive_window{10000};  // heartbeat age of a live node
   uint32_t max_tasks = 4096;  // concurrent migration coroutines (both directions) at most
+  // Limits (docs/security.md#limits). Each refusal counts
+  // dwcp_v3_limit_rejections_total{limit}; 0 in a count limit means unlimited.
+  uint32_t max_frame_bytes = 4 * 1024 * 1024;  // AMST frame payload (amst/frame.h)
+  uint32_t max_control_bytes = 64 * 1024;      // control message (a CONTROL frame's payload)
+  uint32_t max_migrations = 16;                // running here, incoming + outgoing
+  uint32_t max_migrations_per_peer = 4;        // with one peer node, both directions
+  uint32_t max_connections = 1024;             // open on the data listener
+  uint32_t max_connections_per_peer = 128;     // open on the data listener per remote IP
+  std::chrono::milliseconds handshake_timeout{10000};  // accept to Hello/StreamJoin, TLS included
+  uint64_t max_buffer_memory = 512ull << 20;  // page batches in flight (buffer_budget.h); 0: none
   // Mutual TLS 1.3 on data connections (amst/tls.h); both null = plain TCP.
   std::shared_ptr<asio::ssl::context> tls_client;
   std::shared_ptr<asio::ssl::context> tls_server;
+  // With TLS: a peer's certificate must name the node id it claims (config
+  // tls.check_node_id), on both ends of a connection.
+  bool tls_check_node_id = true;
   // Link mode detection per peer; `pinned` fixes the mode (config `amst_mode`).
   amst::ModeDetectorConfig link_modes;
   // Parallel data streams per v3 migration (config `streams`, `min_streams`, `max_streams`).
@@ -131,8 +146,9 @@ class MigrationEngine {
   // Validates the request, records the migration and marks the VM migrating in one store
   // transaction, and starts it. Returns the new record (phase pending). Errors: NotFound
   // (VM, node), InvalidArgument (destination is the source, bad options),
-  // FailedPrecondition (VM not running here, already migrating, destination down),
-  // Aborted (shutting down).
+  // FailedPrecondition (VM not running here, already migrating, destination down, this node
+  // at max_migrations or max_migrations_per_peer with the destination), Aborted (shutting
+  // down).
   Result<acp::MigrationRecord> Start(const MigrationRequest& request);
 
   // Binds the data listener and starts accepting incoming migrations.
@@ -169,6 +185,11 @@ class MigrationEngine {
   // runs here (it ended while the store was unreachable): puts it back to running and
   // finishes the migration record as failed. Ok when there is nothing to repair.
   Status RepairStranded(const acp::VmRecord& vm);
+  // Migrations counted against max_migrations (both directions), and those with `peer`.
+  uint32_t limited_migrations() const;
+  uint32_t limited_migrations_with(const std::string& peer) const;
+  // Bytes of page batches in flight now (against max_buffer_memory).
+  uint64_t buffer_bytes() const { return buffers_.used(); }
   // For health checks: whether the data listener accepts, and error counts since start.
   bool listening() const { return listening_; }
   uint64_t protocol_errors() const { return protocol_errors_; }
@@ -248,6 +269,19 @@ class MigrationEngine {
   void Register(const std::shared_ptr<Active>& a);
   void Unregister(const std::string& id);
 
+  // Counts a migration with `peer` against max_migrations and max_migrations_per_peer, or
+  // refuses it (FailedPrecondition naming the limit; *limit = its config key) and counts the
+  // refusal. `incoming`: this node is the destination. Each admitted one needs a
+  // ReleaseMigration(peer).
+  Status AdmitMigration(const std::string& peer, bool incoming, std::string* limit);
+  void ReleaseMigration(const std::string& peer);
+  // A data connection from `address` (remote IP) against max_connections and
+  // max_connections_per_peer: a slot to hold while it is open, or null (refused, counted and
+  // logged at most once per 10 s).
+  std::shared_ptr<void> AdmitConnection(const std::string& address);
+  // Logs a refusal of `what` at most once per 10 s, with how many were refused meanwhile.
+  void LogLimited(std::string_view limit, std::string_view message, nlohmann::json fields);
+
   EngineConfig config_;
   acp::StateStore& store_;
   vm::VmTable& vms_;
@@ -281,6 +315,15 @@ class MigrationEngine {
   std::array<std::atomic<uint64_t>, 3> bytes_by_mode_{};
   struct IncomingSession;
   std::map<std::string, std::shared_ptr<IncomingSession>> sessions_;  // by migration id; mu_
+  BufferBudget buffers_;
+  uint32_t migrations_ = 0;                          // mu_
+  std::map<std::string, uint32_t> peer_migrations_;  // by peer node id; mu_
+  std::mutex conn_mu_;
+  uint32_t connections_ = 0;                          // conn_mu_
+  std::map<std::string, uint32_t> peer_connections_;  // by remote IP; conn_mu_
+  std::mutex limit_log_mu_;
+  // Per limit: when it was last logged, and refusals since (limit_log_mu_).
+  std::map<std::string, std::pair<int64_t, uint64_t>, std::less<>> limit_log_;
   std::mutex quarantine_mu_;
   std::map<std::string, QuarantineEntry> quarantine_;  // by peer; quarantine_mu_
 };

@@ -313,6 +313,8 @@ Status ApplyYamlConfig(const YAML::Node& root, const std::string& path, NodeConf
           DWCP_RETURN_IF_ERROR(ReadScalar(t->second, "tls.cert", &c->tls_cert));
         } else if (k == "key") {
           DWCP_RETURN_IF_ERROR(ReadScalar(t->second, "tls.key", &c->tls_key));
+        } else if (k == "check_node_id") {
+          DWCP_RETURN_IF_ERROR(ReadScalar(t->second, "tls.check_node_id", &c->tls_check_node_id));
         } else {
           return InvalidArgument("unknown config key 'tls." + k + "'");
         }
@@ -345,6 +347,22 @@ Status ApplyYamlConfig(const YAML::Node& root, const std::string& path, NodeConf
       DWCP_RETURN_IF_ERROR(ReadScalar(v, key, &c->otlp_endpoint));
     } else if (key == "max_tasks") {
       DWCP_RETURN_IF_ERROR(ReadScalar(v, key, &c->max_tasks));
+    } else if (key == "max_frame_bytes") {
+      DWCP_RETURN_IF_ERROR(ReadScalar(v, key, &c->max_frame_bytes));
+    } else if (key == "max_control_bytes") {
+      DWCP_RETURN_IF_ERROR(ReadScalar(v, key, &c->max_control_bytes));
+    } else if (key == "max_migrations") {
+      DWCP_RETURN_IF_ERROR(ReadScalar(v, key, &c->max_migrations));
+    } else if (key == "max_migrations_per_peer") {
+      DWCP_RETURN_IF_ERROR(ReadScalar(v, key, &c->max_migrations_per_peer));
+    } else if (key == "max_connections") {
+      DWCP_RETURN_IF_ERROR(ReadScalar(v, key, &c->max_connections));
+    } else if (key == "max_connections_per_peer") {
+      DWCP_RETURN_IF_ERROR(ReadScalar(v, key, &c->max_connections_per_peer));
+    } else if (key == "handshake_timeout") {
+      DWCP_RETURN_IF_ERROR(ReadDuration(v, key, &c->handshake_timeout_ms));
+    } else if (key == "max_buffer_memory") {
+      DWCP_RETURN_IF_ERROR(ReadScalar(v, key, &c->max_buffer_memory));
     } else if (key == "sampling") {
       if (!v.IsMap()) return InvalidArgument("config key 'sampling' must be a mapping");
       c->sampling.present = true;
@@ -520,6 +538,7 @@ Status ValidateNodeConfig(NodeConfig* c) {
   if (c->max_tasks < 1 || c->max_tasks > 1'000'000) {
     return InvalidArgument("--max-tasks must be between 1 and 1000000");
   }
+  DWCP_RETURN_IF_ERROR(ValidateLimits(c));
   if (c->io_threads < 1 || c->io_threads > 64) {
     return InvalidArgument("--io-threads must be between 1 and 64");
   }
@@ -600,10 +619,63 @@ Status ValidateNodeConfig(NodeConfig* c) {
   return Status::Ok();
 }
 
+Status ValidateLimits(NodeConfig* c) {
+  // The largest page batch a source sends (256 pages of 4 KiB with entry headers) must fit
+  // in a frame with room to spare.
+  constexpr uint64_t kMinFrame = 2ull << 20, kMaxFrame = 256ull << 20;
+  auto frame = ParseBytes(c->max_frame_bytes);
+  if (!frame.ok()) return InvalidArgument("--max-frame-bytes: " + frame.status().message());
+  if (*frame < kMinFrame || *frame > kMaxFrame) {
+    return InvalidArgument(
+        "--max-frame-bytes must be between 2MiB and 256MiB (a page batch "
+        "takes about 1.1MiB), not '" +
+        c->max_frame_bytes + "'");
+  }
+  auto control = ParseBytes(c->max_control_bytes);
+  if (!control.ok()) return InvalidArgument("--max-control-bytes: " + control.status().message());
+  if (*control < 4096 || *control > *frame) {
+    return InvalidArgument("--max-control-bytes must be between 4KiB and --max-frame-bytes, not '" +
+                           c->max_control_bytes + "'");
+  }
+  if (c->max_migrations < 1 || c->max_migrations > c->max_tasks) {
+    return InvalidArgument("--max-migrations must be between 1 and --max-tasks (" +
+                           std::to_string(c->max_tasks) + ")");
+  }
+  // Above max_migrations the per-peer limit never binds: allowed, so that lowering
+  // --max-migrations alone works.
+  if (c->max_migrations_per_peer < 1 || c->max_migrations_per_peer > c->max_tasks) {
+    return InvalidArgument("--max-migrations-per-peer must be between 1 and --max-tasks (" +
+                           std::to_string(c->max_tasks) + ")");
+  }
+  if (c->max_connections < 1 || c->max_connections > 1'000'000) {
+    return InvalidArgument("--max-connections must be between 1 and 1000000");
+  }
+  if (c->max_connections_per_peer < c->max_streams ||
+      c->max_connections_per_peer > c->max_connections) {
+    return InvalidArgument("--max-connections-per-peer must be at least --max-streams (" +
+                           std::to_string(c->max_streams) +
+                           ": one migration's data streams) and at most --max-connections (" +
+                           std::to_string(c->max_connections) + ")");
+  }
+  if (c->handshake_timeout_ms < 100 || c->handshake_timeout_ms > 600000) {
+    return InvalidArgument("--handshake-timeout must be between 100ms and 10m");
+  }
+  auto buffers = ParseBytes(c->max_buffer_memory);
+  if (!buffers.ok()) return InvalidArgument("--max-buffer-memory: " + buffers.status().message());
+  if (*buffers < 2 * *frame) {
+    return InvalidArgument("--max-buffer-memory must be at least twice --max-frame-bytes (" +
+                           c->max_frame_bytes + "), not '" + c->max_buffer_memory + "'");
+  }
+  c->max_frame_bytes_value = static_cast<uint32_t>(*frame);
+  c->max_control_bytes_value = static_cast<uint32_t>(*control);
+  c->max_buffer_memory_bytes = *buffers;
+  return Status::Ok();
+}
+
 Result<NodeConfig> ParseNodeConfig(int argc, char** argv, bool* exit_now) {
   *exit_now = false;
   NodeConfig flags;
-  std::string config_path, downtime, node_lease, peer_timeout, quarantine;
+  std::string config_path, downtime, node_lease, peer_timeout, quarantine, handshake_timeout;
   CLI::App app{
       "dwcpd — the DWCP v3 node agent: runs VMs, sends and receives live migrations, "
       "serves the HTTP API (/api/v1/), /metrics and health checks."};
@@ -750,6 +822,31 @@ Result<NodeConfig> ParseNodeConfig(int argc, char** argv, bool* exit_now) {
   app.add_option("--max-tasks", flags.max_tasks,
                  "Coroutine task limit; new migrations are refused beyond it")
       ->capture_default_str();
+  app.add_option("--max-frame-bytes", flags.max_frame_bytes,
+                 "Largest data frame a peer may send; bigger ones close its connection")
+      ->capture_default_str();
+  app.add_option("--max-control-bytes", flags.max_control_bytes,
+                 "Largest control message a peer may send")
+      ->capture_default_str();
+  app.add_option("--max-migrations", flags.max_migrations,
+                 "Migrations running on this node at once (incoming + outgoing)")
+      ->capture_default_str();
+  app.add_option("--max-migrations-per-peer", flags.max_migrations_per_peer,
+                 "Migrations between this node and one peer at once (both directions)")
+      ->capture_default_str();
+  app.add_option("--max-connections", flags.max_connections, "Open connections on the data port")
+      ->capture_default_str();
+  app.add_option("--max-connections-per-peer", flags.max_connections_per_peer,
+                 "Open connections on the data port from one remote address")
+      ->capture_default_str();
+  app.add_option("--handshake-timeout", handshake_timeout,
+                 "A data connection must finish TLS and its hello within this (default 10s)");
+  app.add_option("--max-buffer-memory", flags.max_buffer_memory,
+                 "Page batches in flight on the data plane, all migrations together")
+      ->capture_default_str();
+  app.add_option("--tls-check-node-id", flags.tls_check_node_id,
+                 "A peer's certificate must name the node id it claims (true/false)")
+      ->capture_default_str();
   try {
     app.parse(argc, argv);
   } catch (const CLI::CallForHelp& e) {
@@ -821,6 +918,18 @@ Result<NodeConfig> ParseNodeConfig(int argc, char** argv, bool* exit_now) {
   if (given("--on-round-limit")) config.on_round_limit = flags.on_round_limit;
   if (given("--io-threads")) config.io_threads = flags.io_threads;
   if (given("--max-tasks")) config.max_tasks = flags.max_tasks;
+  if (given("--max-frame-bytes")) config.max_frame_bytes = flags.max_frame_bytes;
+  if (given("--max-control-bytes")) config.max_control_bytes = flags.max_control_bytes;
+  if (given("--max-migrations")) config.max_migrations = flags.max_migrations;
+  if (given("--max-migrations-per-peer")) {
+    config.max_migrations_per_peer = flags.max_migrations_per_peer;
+  }
+  if (given("--max-connections")) config.max_connections = flags.max_connections;
+  if (given("--max-connections-per-peer")) {
+    config.max_connections_per_peer = flags.max_connections_per_peer;
+  }
+  if (given("--max-buffer-memory")) config.max_buffer_memory = flags.max_buffer_memory;
+  if (given("--tls-check-node-id")) config.tls_check_node_id = flags.tls_check_node_id;
   if (given("--rollout-initial-stage")) config.rollout.initial_stage = flags.rollout.initial_stage;
   if (given("--rollout-webhook-token-file")) {
     config.rollout.webhook_token_file = flags.rollout.webhook_token_file;
@@ -835,7 +944,8 @@ Result<NodeConfig> ParseNodeConfig(int argc, char** argv, bool* exit_now) {
   for (auto [flag, text, out] :
        {std::tuple{"--node-lease", &node_lease, &config.node_lease_ms},
         std::tuple{"--peer-timeout", &peer_timeout, &config.peer_timeout_ms},
-        std::tuple{"--quarantine", &quarantine, &config.quarantine_ms}}) {
+        std::tuple{"--quarantine", &quarantine, &config.quarantine_ms},
+        std::tuple{"--handshake-timeout", &handshake_timeout, &config.handshake_timeout_ms}}) {
     if (!given(flag)) continue;
     auto ms = ParseDurationMillis(*text);
     if (!ms.ok()) return Status(InvalidArgument(std::string(flag) + ": " + ms.status().message()));

@@ -118,6 +118,20 @@ struct NodeConfig {
   std::string on_round_limit = "force";  // force | abort
   uint32_t io_threads = 4;
   uint32_t max_tasks = 4096;                     // coroutine task limit (the "goroutines" 100%)
+  // Data-plane limits (docs/security.md#limits).
+  std::string max_frame_bytes = "4MiB";      // AMST frame payload
+  std::string max_control_bytes = "64KiB";   // control message
+  uint32_t max_migrations = 16;              // running here, incoming + outgoing
+  uint32_t max_migrations_per_peer = 4;      // with one peer, both directions
+  uint32_t max_connections = 1024;           // open on the data listener
+  uint32_t max_connections_per_peer = 128;   // open on the data listener per remote IP
+  int64_t handshake_timeout_ms = 10000;      // accept to Hello, TLS included
+  std::string max_buffer_memory = "512MiB";  // page batches in flight, node-wide
+  bool tls_check_node_id = true;             // a peer's certificate must name its node id
+  // Filled by ValidateNodeConfig from the strings above.
+  uint32_t max_frame_bytes_value = 4u << 20;
+  uint32_t max_control_bytes_value = 64u << 10;
+  uint64_t max_buffer_memory_bytes = 512ull << 20;
   bool tracing = true;                           // export spans over OTLP/gRPC
   std::string otlp_endpoint = "localhost:4317";  // the OpenTelemetry Collector
   SamplingConfig sampling;
@@ -154,5 +168,8 @@ Result<double> ParseRequestRate(std::string_view text);
 // advertise_host (the data listener's host, else the API listener's, else 127.0.0.1 when
 // both listen on a wildcard address).
 Status ValidateNodeConfig(NodeConfig* config);
+// The data-plane limits part of it (max_frame_bytes ... max_buffer_memory): checks them and
+// fills the *_value / *_bytes fields.
+Status ValidateLimits(NodeConfig* config);
 
 }  // namespace dwcp::node

@@ -138,6 +138,15 @@ Status Node::Init() {
   ec.max_rounds = config_.max_rounds;
   ec.force_on_round_limit = config_.on_round_limit == "force";
   ec.max_tasks = config_.max_tasks;
+  ec.max_frame_bytes = config_.max_frame_bytes_value;
+  ec.max_control_bytes = config_.max_control_bytes_value;
+  ec.max_migrations = config_.max_migrations;
+  ec.max_migrations_per_peer = config_.max_migrations_per_peer;
+  ec.max_connections = config_.max_connections;
+  ec.max_connections_per_peer = config_.max_connections_per_peer;
+  ec.handshake_timeout = Ms(config_.handshake_timeout_ms);
+  ec.max_buffer_memory = config_.max_buffer_memory_bytes;
+  ec.tls_check_node_id = config_.tls_check_node_id;
   ec.streams.min_streams = config_.min_streams;
   ec.streams.max_streams = config_.max_streams;
   ec.streams.fixed_streams = config_.fixed_streams;

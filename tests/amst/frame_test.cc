@@ -198,3 +198,39 @@ TEST(FrameTest, EnforcesPayloadLimit) {
 
 }  // namespace
 }  // namespace dwcp::amst
+
+namespace dwcp::amst {
+namespace {
+
+TEST(FrameLimitTest, OversizedFramesAreRefusedAndTheirLengthIsReadable) {
+  std::vector<uint8_t> payload(100, 7);
+  auto h = EncodeFrameHeader(3, FrameType::kPages, 0, payload);
+  EXPECT_EQ(RawFrameLength(h), 100u);
+  auto refused = DecodeFrameHeader(h, 99);
+  ASSERT_FALSE(refused.ok());
+  EXPECT_EQ(refused.status().code(), StatusCode::kProtocol);
+  EXPECT_NE(refused.status().message().find("max_frame_bytes"), std::string::npos);
+  EXPECT_TRUE(DecodeFrameHeader(h, 100).ok());
+  // A wrong magic has no length to speak of.
+  h[0] ^= 0xff;
+  EXPECT_EQ(RawFrameLength(h), 0u);
+}
+
+TEST(FrameLimitTest, ControlMessagesHaveTheirOwnLimit) {
+  FrameHeader control;
+  control.type = FrameType::kControl;
+  control.length = 4097;
+  Status st = CheckControlSize(control, 4096);
+  EXPECT_EQ(st.code(), StatusCode::kProtocol);
+  EXPECT_NE(st.message().find("4097"), std::string::npos);
+  EXPECT_NE(st.message().find("max_control_bytes"), std::string::npos);
+  control.length = 4096;
+  EXPECT_TRUE(CheckControlSize(control, 4096).ok());
+  FrameHeader pages;
+  pages.type = FrameType::kPages;
+  pages.length = 1 << 20;  // page frames answer to max_frame_bytes only
+  EXPECT_TRUE(CheckControlSize(pages, 4096).ok());
+}
+
+}  // namespace
+}  // namespace dwcp::amst

@@ -2,8 +2,13 @@
 // destination's guests can be swapped for fault-injecting ones.
 #include "migration/migration_engine.h"
 
+#include <arpa/inet.h>
 #include <gtest/gtest.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
+#include <cerrno>
 #include <chrono>
 #include <cstdlib>
 #include <filesystem>
@@ -11,7 +16,9 @@
 
 #include "acp/sqlite_state_store.h"
 #include "amst/connection.h"
+#include "amst/frame.h"
 #include "common/failpoint.h"
+#include "common/little_endian.h"
 #include "vm/synthetic_guest.h"
 
 namespace dwcp::migration {
@@ -369,6 +376,236 @@ TEST_F(MigrationEngineTest, AdmissionChecks) {
   EXPECT_EQ(done.phase, acp::kPhaseAborted);
   EXPECT_EQ(store_->GetVm("vm-1")->state, acp::kVmRunning);
   EXPECT_EQ(a.engine->Start({"vm-1", "node-b"}).status().code(), StatusCode::kAborted);
+}
+
+// dwcp_v3_limit_rejections_total{limit} of `metrics` (0 when never counted).
+double LimitRejections(obs::Metrics& metrics, const std::string& limit) {
+  for (const auto& family : metrics.Collect()) {
+    if (family.name != "dwcp_v3_limit_rejections_total") continue;
+    for (const auto& m : family.metric) {
+      for (const auto& l : m.label) {
+        if (l.name == "limit" && l.value == limit) return m.counter.value;
+      }
+    }
+  }
+  return 0;
+}
+
+// A raw TCP client of a data port, from `source` (any 127/8 address: loopback answers them
+// all), that sends what a test tells it.
+class RawPeer {
+ public:
+  RawPeer(uint16_t port, const char* source = "127.0.0.1") {
+    fd_ = ::socket(AF_INET, SOCK_STREAM, 0);
+    sockaddr_in from{};
+    from.sin_family = AF_INET;
+    inet_pton(AF_INET, source, &from.sin_addr);
+    EXPECT_EQ(::bind(fd_, reinterpret_cast<sockaddr*>(&from), sizeof from), 0);
+    sockaddr_in to{};
+    to.sin_family = AF_INET;
+    to.sin_port = htons(port);
+    inet_pton(AF_INET, "127.0.0.1", &to.sin_addr);
+    connected_ = ::connect(fd_, reinterpret_cast<sockaddr*>(&to), sizeof to) == 0;
+  }
+  ~RawPeer() { ::close(fd_); }
+  bool connected() const { return connected_; }
+  void Send(const void* data, size_t n) { (void)::send(fd_, data, n, MSG_NOSIGNAL); }
+  // A frame header announcing `length` payload bytes of `type` (checksum left zero: the
+  // length is checked first).
+  void SendHeader(amst::FrameType type, uint32_t length) {
+    std::array<uint8_t, amst::kFrameHeaderSize> h{};
+    le::Put32(&h[0], amst::kFrameMagic);
+    h[5] = static_cast<uint8_t>(type);
+    le::Put32(&h[12], length);
+    Send(h.data(), h.size());
+  }
+  // True once the node closed the connection, within `within`.
+  bool ClosedWithin(std::chrono::milliseconds within) {
+    timeval tv{static_cast<time_t>(within.count() / 1000),
+               static_cast<suseconds_t>(within.count() % 1000 * 1000)};
+    setsockopt(fd_, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    char buf[256];
+    for (;;) {
+      ssize_t n = ::recv(fd_, buf, sizeof buf, 0);
+      if (n == 0) return true;
+      if (n < 0) return errno == ECONNRESET;
+    }
+  }
+
+ private:
+  int fd_ = -1;
+  bool connected_ = false;
+};
+
+// A migration that takes about 1.5 s: long enough to overlap with others.
+MigrationRequest Slow(const std::string& vm, const std::string& to) {
+  MigrationRequest r{vm, to};
+  r.bandwidth_limit = 20'000'000;
+  return r;
+}
+
+TEST_F(MigrationEngineTest, SourceRefusesMigrationsBeyondItsLimits) {
+  EngineConfig limited;
+  limited.max_migrations = 2;
+  limited.max_migrations_per_peer = 1;
+  TestNode a("node-a", *store_, limited), b("node-b", *store_, {}), c("node-c", *store_, {});
+  for (const char* vm : {"vm-1", "vm-2", "vm-3"}) BootVm(a, "node-a", vm, 0);
+  auto first = a.engine->Start(Slow("vm-1", "node-b"));
+  ASSERT_TRUE(first.ok()) << first.status().ToString();
+
+  auto per_peer = a.engine->Start({"vm-2", "node-b"});
+  ASSERT_FALSE(per_peer.ok());
+  EXPECT_EQ(per_peer.status().code(), StatusCode::kFailedPrecondition);
+  EXPECT_NE(per_peer.status().message().find("max_migrations_per_peer"), std::string::npos)
+      << per_peer.status().message();
+  EXPECT_EQ(LimitRejections(a.metrics, "migrations_per_peer"), 1);
+  // Refused before the store heard of it: the VM still runs here, not migrating.
+  EXPECT_EQ(store_->GetVm("vm-2")->state, acp::kVmRunning);
+  EXPECT_TRUE(a.vms.Find("vm-2").guest->running());
+
+  auto second = a.engine->Start(Slow("vm-2", "node-c"));
+  ASSERT_TRUE(second.ok()) << second.status().ToString();
+  auto total = a.engine->Start({"vm-3", "node-c"});
+  ASSERT_FALSE(total.ok());
+  EXPECT_NE(total.status().message().find("2 migrations running (max_migrations 2)"),
+            std::string::npos)
+      << total.status().message();
+  EXPECT_EQ(LimitRejections(a.metrics, "migrations"), 1);
+  EXPECT_EQ(a.engine->limited_migrations(), 2u);
+
+  EXPECT_EQ(WaitForEnd(first->id).phase, acp::kPhaseCompleted);
+  EXPECT_EQ(WaitForEnd(second->id).phase, acp::kPhaseCompleted);
+  for (int i = 0; i < 100 && a.engine->limited_migrations() > 0; ++i) {
+    std::this_thread::sleep_for(20ms);
+  }
+  EXPECT_EQ(a.engine->limited_migrations(), 0u);
+  auto later = a.engine->Start({"vm-3", "node-b"});
+  ASSERT_TRUE(later.ok()) << later.status().ToString();
+  EXPECT_EQ(WaitForEnd(later->id).phase, acp::kPhaseCompleted);
+}
+
+TEST_F(MigrationEngineTest, BusyDestinationRefusesInTheHandshakeAndTheVmStaysOnTheSource) {
+  EngineConfig one;
+  one.max_migrations = 1;
+  TestNode a("node-a", *store_, {}), b("node-b", *store_, one), c("node-c", *store_, {});
+  BootVm(a, "node-a", "vm-1", 0);
+  BootVm(c, "node-c", "vm-3", 1'000'000);
+  auto first = a.engine->Start(Slow("vm-1", "node-b"));
+  ASSERT_TRUE(first.ok()) << first.status().ToString();
+  for (int i = 0; i < 100 && b.engine->limited_migrations() == 0; ++i) {
+    std::this_thread::sleep_for(10ms);
+  }
+  ASSERT_EQ(b.engine->limited_migrations(), 1u);
+
+  auto refused = c.engine->Start({"vm-3", "node-b"});
+  ASSERT_TRUE(refused.ok()) << refused.status().ToString();
+  auto failed = WaitForEnd(refused->id);
+  EXPECT_EQ(failed.phase, acp::kPhaseFailed);
+  EXPECT_NE(failed.error.find("destination node-b busy: 1 migrations running (max_migrations 1)"),
+            std::string::npos)
+      << failed.error;
+  EXPECT_EQ(LimitRejections(b.metrics, "migrations"), 1);
+  auto vm = store_->GetVm("vm-3");
+  EXPECT_EQ(vm->node_id, "node-c");
+  EXPECT_EQ(vm->state, acp::kVmRunning);
+  ASSERT_NE(c.vms.Find("vm-3").guest, nullptr);
+  EXPECT_TRUE(c.vms.Find("vm-3").guest->running());
+  EXPECT_EQ(b.vms.Find("vm-3").guest, nullptr);
+
+  EXPECT_EQ(WaitForEnd(first->id).phase, acp::kPhaseCompleted);
+  for (int i = 0; i < 100 && b.engine->limited_migrations() > 0; ++i) {
+    std::this_thread::sleep_for(20ms);
+  }
+  for (int i = 0; i < 100 && c.engine->IsActive(refused->id); ++i)
+    std::this_thread::sleep_for(20ms);
+  auto later = c.engine->Start({"vm-3", "node-b"});
+  ASSERT_TRUE(later.ok()) << later.status().ToString();
+  EXPECT_EQ(WaitForEnd(later->id).phase, acp::kPhaseCompleted);
+}
+
+TEST_F(MigrationEngineTest, OversizedFramesCloseThePeerAndMigrationsGoOn) {
+  TestNode a("node-a", *store_, {}), b("node-b", *store_, {});
+  const uint16_t port = b.engine->listen_port();
+  RawPeer big_frame(port);
+  ASSERT_TRUE(big_frame.connected());
+  big_frame.SendHeader(amst::FrameType::kPages, amst::kDefaultMaxPayload + 1);
+  EXPECT_TRUE(big_frame.ClosedWithin(2s));
+  RawPeer big_control(port);
+  big_control.SendHeader(amst::FrameType::kControl, 100 << 10);
+  EXPECT_TRUE(big_control.ClosedWithin(2s));
+  EXPECT_EQ(LimitRejections(b.metrics, "frame_size"), 1);
+  EXPECT_EQ(LimitRejections(b.metrics, "message_size"), 1);
+
+  BootVm(a, "node-a", "vm-1", 0);
+  auto m = a.engine->Start({"vm-1", "node-b"});
+  ASSERT_TRUE(m.ok()) << m.status().ToString();
+  EXPECT_EQ(WaitForEnd(m->id).phase, acp::kPhaseCompleted);
+}
+
+TEST_F(MigrationEngineTest, AConnectionFloodFromOneAddressDoesNotStopOtherPeers) {
+  EngineConfig guarded;
+  guarded.max_connections_per_peer = 3;
+  guarded.streams.max_streams = 2;
+  TestNode a("node-a", *store_, {}), b("node-b", *store_, guarded);
+  const uint16_t port = b.engine->listen_port();
+  std::vector<std::unique_ptr<RawPeer>> flood;
+  for (int i = 0; i < 3; ++i) flood.push_back(std::make_unique<RawPeer>(port, "127.0.0.2"));
+  std::this_thread::sleep_for(100ms);  // the three are accepted and held
+  RawPeer fourth(port, "127.0.0.2");
+  EXPECT_TRUE(fourth.ClosedWithin(2s));
+  EXPECT_EQ(LimitRejections(b.metrics, "connections_per_peer"), 1);
+
+  // node-a connects from 127.0.0.1: its migration is not affected.
+  BootVm(a, "node-a", "vm-1", 1'000'000);
+  auto m = a.engine->Start({"vm-1", "node-b"});
+  ASSERT_TRUE(m.ok()) << m.status().ToString();
+  auto done = WaitForEnd(m->id);
+  EXPECT_EQ(done.phase, acp::kPhaseCompleted) << done.error;
+  for (auto& peer : flood) EXPECT_FALSE(peer->ClosedWithin(10ms));  // still held, idle
+
+  // The node-wide limit counts every address.
+  EngineConfig tiny;
+  tiny.max_connections = 1;
+  TestNode d("node-d", *store_, tiny);
+  RawPeer held(d.engine->listen_port(), "127.0.0.3");
+  std::this_thread::sleep_for(100ms);
+  RawPeer over(d.engine->listen_port(), "127.0.0.4");
+  EXPECT_TRUE(over.ClosedWithin(2s));
+  EXPECT_EQ(LimitRejections(d.metrics, "connections"), 1);
+}
+
+TEST_F(MigrationEngineTest, HandshakeDeadlineClosesSilentAndSlowPeers) {
+  EngineConfig quick;
+  quick.handshake_timeout = 300ms;
+  TestNode b("node-b", *store_, quick);
+  RawPeer silent(b.engine->listen_port());
+  RawPeer slow(b.engine->listen_port());
+  slow.Send("DWCP", 4);  // a third of a header, then nothing
+  const auto t0 = std::chrono::steady_clock::now();
+  EXPECT_TRUE(silent.ClosedWithin(3s));
+  EXPECT_TRUE(slow.ClosedWithin(3s));
+  EXPECT_LT(std::chrono::steady_clock::now() - t0, 2s);
+  for (int i = 0; i < 50 && LimitRejections(b.metrics, "handshake_timeout") < 2; ++i) {
+    std::this_thread::sleep_for(10ms);
+  }
+  EXPECT_EQ(LimitRejections(b.metrics, "handshake_timeout"), 2);
+}
+
+TEST_F(MigrationEngineTest, ASmallBufferBudgetSlowsMigrationsDownInsteadOfFailingThem) {
+  EngineConfig small;
+  small.max_buffer_memory = 3ull << 20;  // two batches of 256 pages in flight
+  small.streams.fixed_streams = 2;
+  TestNode a("node-a", *store_, small), b("node-b", *store_, small);
+  BootVm(a, "node-a", "vm-1", 4'000'000);
+  auto m = a.engine->Start({"vm-1", "node-b"});
+  ASSERT_TRUE(m.ok()) << m.status().ToString();
+  auto done = WaitForEnd(m->id);
+  EXPECT_EQ(done.phase, acp::kPhaseCompleted) << done.error;
+  EXPECT_EQ(done.source_digest, done.dest_digest);
+  EXPECT_GE(LimitRejections(a.metrics, "buffer_memory"), 1);
+  // Every charge was given back.
+  EXPECT_EQ(a.engine->buffer_bytes(), 0u);
+  EXPECT_EQ(b.engine->buffer_bytes(), 0u);
 }
 
 }  // namespace

@@ -419,3 +419,86 @@ TEST_F(NodeConfigTest, LoadYamlConfigLayersOnExistingValues) {
 
 }  // namespace
 }  // namespace dwcp::node
+
+namespace dwcp::node {
+namespace {
+
+TEST_F(NodeConfigTest, DataPlaneLimitsDefaultsFlagsAndYaml) {
+  NodeConfig d = MustParse({});
+  EXPECT_EQ(d.max_frame_bytes_value, 4u << 20);
+  EXPECT_EQ(d.max_control_bytes_value, 64u << 10);
+  EXPECT_EQ(d.max_migrations, 16u);
+  EXPECT_EQ(d.max_migrations_per_peer, 4u);
+  EXPECT_EQ(d.max_connections, 1024u);
+  EXPECT_EQ(d.max_connections_per_peer, 128u);
+  EXPECT_EQ(d.handshake_timeout_ms, 10000);
+  EXPECT_EQ(d.max_buffer_memory_bytes, 512ull << 20);
+  EXPECT_TRUE(d.tls_check_node_id);
+
+  NodeConfig f =
+      MustParse({"--max-frame-bytes", "8MiB", "--max-control-bytes", "16KiB", "--max-migrations",
+                 "3", "--max-migrations-per-peer", "2", "--max-connections", "40",
+                 "--max-connections-per-peer", "10", "--handshake-timeout", "2s",
+                 "--max-buffer-memory", "64MiB", "--tls-check-node-id", "false"});
+  EXPECT_EQ(f.max_frame_bytes_value, 8u << 20);
+  EXPECT_EQ(f.max_control_bytes_value, 16u << 10);
+  EXPECT_EQ(f.max_migrations, 3u);
+  EXPECT_EQ(f.max_migrations_per_peer, 2u);
+  EXPECT_EQ(f.max_connections, 40u);
+  EXPECT_EQ(f.max_connections_per_peer, 10u);
+  EXPECT_EQ(f.handshake_timeout_ms, 2000);
+  EXPECT_EQ(f.max_buffer_memory_bytes, 64ull << 20);
+  EXPECT_FALSE(f.tls_check_node_id);
+
+  NodeConfig y = MustParse({"--config", WriteFile("limits.yaml",
+                                                  "max_frame_bytes: 3MiB\n"
+                                                  "max_control_bytes: 8KiB\n"
+                                                  "max_migrations: 5\n"
+                                                  "max_migrations_per_peer: 5\n"
+                                                  "max_connections: 100\n"
+                                                  "max_connections_per_peer: 8\n"
+                                                  "handshake_timeout: 500ms\n"
+                                                  "max_buffer_memory: 1GiB\n"
+                                                  "tls:\n  check_node_id: false\n")});
+  EXPECT_EQ(y.max_frame_bytes_value, 3u << 20);
+  EXPECT_EQ(y.max_control_bytes_value, 8u << 10);
+  EXPECT_EQ(y.max_migrations, 5u);
+  EXPECT_EQ(y.max_migrations_per_peer, 5u);
+  EXPECT_EQ(y.max_connections, 100u);
+  EXPECT_EQ(y.max_connections_per_peer, 8u);
+  EXPECT_EQ(y.handshake_timeout_ms, 500);
+  EXPECT_EQ(y.max_buffer_memory_bytes, 1ull << 30);
+  EXPECT_FALSE(y.tls_check_node_id);
+}
+
+TEST_F(NodeConfigTest, DataPlaneLimitsAreValidated) {
+  ExpectInvalid(Parse({"--max-frame-bytes", "1MiB"}), "--max-frame-bytes must be between");
+  ExpectInvalid(Parse({"--max-frame-bytes", "1GiB"}), "--max-frame-bytes must be between");
+  ExpectInvalid(Parse({"--max-frame-bytes", "lots"}), "--max-frame-bytes");
+  ExpectInvalid(Parse({"--max-control-bytes", "1KiB"}), "--max-control-bytes");
+  ExpectInvalid(Parse({"--max-control-bytes", "5MiB"}), "--max-control-bytes");
+  ExpectInvalid(Parse({"--max-migrations", "0"}), "--max-migrations must be between 1");
+  ExpectInvalid(Parse({"--max-migrations", "20", "--max-tasks", "10"}), "--max-tasks (10)");
+  ExpectInvalid(Parse({"--max-migrations-per-peer", "0"}), "--max-migrations-per-peer");
+  ExpectInvalid(
+      Parse({"--max-tasks", "10", "--max-migrations", "2", "--max-migrations-per-peer", "11"}),
+      "--max-migrations-per-peer must be between 1 and --max-tasks (10)");
+  // Lowering the node-wide limit alone is fine: the per-peer one then never binds.
+  EXPECT_TRUE(Parse({"--max-migrations", "1"}).ok());
+  ExpectInvalid(Parse({"--max-connections", "0"}), "--max-connections must be between");
+  ExpectInvalid(Parse({"--max-connections-per-peer", "4"}),
+                "--max-connections-per-peer must be at least --max-streams (8");
+  ExpectInvalid(Parse({"--max-connections", "10", "--max-connections-per-peer", "20"}),
+                "at most --max-connections (10)");
+  ExpectInvalid(Parse({"--handshake-timeout", "10ms"}), "--handshake-timeout");
+  ExpectInvalid(Parse({"--handshake-timeout", "11m"}), "--handshake-timeout");
+  ExpectInvalid(Parse({"--max-buffer-memory", "6MiB"}),
+                "--max-buffer-memory must be at least twice --max-frame-bytes");
+  ExpectInvalid(Parse({"--config", WriteFile("bad-limit.yaml", "max_migrations: many\n")}),
+                "max_migrations");
+  // A per-peer connection limit below max_streams is fine once max_streams is lowered.
+  EXPECT_TRUE(Parse({"--max-connections-per-peer", "4", "--max-streams", "4"}).ok());
+}
+
+}  // namespace
+}  // namespace dwcp::node
