@@ -530,14 +530,23 @@ Result<acp::MigrationRecord> MigrationEngine::Start(const MigrationRequest& req)
   }
   {
     // A migration that failed may still be settling (its record already final): the guest
-    // is not free for another until it has.
-    std::lock_guard lock(mu_);
-    for (const auto& [key, a] : active_) {
-      auto* out = dynamic_cast<Outgoing*>(a.get());
-      if (out != nullptr && out->record.vm_id == req.vm_id) {
-        return Status(FailedPrecondition("vm " + req.vm_id + " is still finishing migration " +
-                                         out->record.id));
+    // is not free for another until it has. Settling takes moments, so a retry that comes
+    // right after the record turned final waits for it (up to 2 s) rather than fail.
+    std::unique_lock lock(mu_);
+    std::string previous;
+    auto settled = [&] {
+      for (const auto& [key, a] : active_) {
+        auto* out = dynamic_cast<Outgoing*>(a.get());
+        if (out != nullptr && out->record.vm_id == req.vm_id) {
+          previous = out->record.id;
+          return false;
+        }
       }
+      return true;
+    };
+    if (!idle_cv_.wait_for(lock, std::chrono::seconds(2), settled)) {
+      return Status(FailedPrecondition("vm " + req.vm_id + " is still finishing migration " +
+                                       previous));
     }
   }
 

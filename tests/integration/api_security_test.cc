@@ -53,18 +53,6 @@ std::string PathOf(const std::string& pattern) {
   return std::regex_replace(pattern, std::regex(R"(\([^)]*\))"), "x");
 }
 
-// Runs dwcpd with `args` until it exits (it must fail fast); its exit status and output.
-CommandResult RunDwcpd(const std::string& args) {
-  CommandResult r;
-  FILE* p = popen((std::string(DWCPD_BINARY) + " " + args + " 2>&1").c_str(), "r");
-  char buf[4096];
-  size_t n;
-  while ((n = fread(buf, 1, sizeof buf, p)) > 0) r.output.append(buf, n);
-  int status = pclose(p);
-  r.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-  return r;
-}
-
 TEST(ApiSecurityTest, TokenGuardsEveryMutatingRouteAndNeverLeaks) {
   Cluster c;
   const std::string token_file = WriteFile(c.dir() + "/api.token", std::string(kToken) + "\n");
@@ -222,9 +210,10 @@ TEST(ApiSecurityTest, ClientCertificatesFromTheClientCaAuthorizeOthersFailTheHan
 
 TEST(ApiSecurityTest, ExposedPprofNeedsATokenAndChecksIt) {
   Cluster c;
-  auto refused = RunDwcpd("--node-id x --data-dir " + c.dir() +
-                          "/x --tls false --api-listen "
-                          "127.0.0.1:0 --data-listen 127.0.0.1:0 --pprof-listen 0.0.0.0:0");
+  auto refused = RunCommand(DWCPD_BINARY,
+                            "--node-id x --data-dir " + c.dir() +
+                                "/x --tls false --api-listen "
+                                "127.0.0.1:0 --data-listen 127.0.0.1:0 --pprof-listen 0.0.0.0:0");
   EXPECT_EQ(refused.exit_code, 2) << refused.output;
   EXPECT_NE(refused.output.find("not a loopback address"), std::string::npos) << refused.output;
   EXPECT_NE(refused.output.find("api_token_file"), std::string::npos) << refused.output;
@@ -321,7 +310,9 @@ int Hold(const std::string& source, uint16_t port, const std::string& prefix = "
   to.sin_port = htons(port);
   EXPECT_EQ(bind(fd, reinterpret_cast<sockaddr*>(&from), sizeof from), 0);
   EXPECT_EQ(connect(fd, reinterpret_cast<sockaddr*>(&to), sizeof to), 0);
-  if (!prefix.empty()) EXPECT_GT(send(fd, prefix.data(), prefix.size(), MSG_NOSIGNAL), 0);
+  if (!prefix.empty()) {
+    EXPECT_GT(send(fd, prefix.data(), prefix.size(), MSG_NOSIGNAL), 0);
+  }
   return fd;
 }
 

@@ -95,9 +95,9 @@ RawReply RawHttp(const std::string& source, uint16_t port, const std::string& re
   return out;
 }
 
-CommandResult RunDwcp(const std::string& args) {
+CommandResult RunCommand(const std::string& binary, const std::string& args) {
   CommandResult r;
-  std::string cmd = std::string(DWCP_BINARY) + " " + args + " 2>&1";
+  std::string cmd = binary + " " + args + " 2>&1";
   FILE* p = popen(cmd.c_str(), "r");
   char buf[4096];
   size_t n;

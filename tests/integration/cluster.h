@@ -36,12 +36,14 @@ struct RawReply {
 RawReply RawHttp(const std::string& source, uint16_t port, const std::string& request,
                  int timeout_ms = 5000);
 
-// Runs the `dwcp` CLI (DWCP_BINARY) with `args` through the shell.
+// Runs `binary` with `args` through the shell until it exits.
 struct CommandResult {
   int exit_code = -1;
   std::string output;  // stdout and stderr
 };
-CommandResult RunDwcp(const std::string& args);
+CommandResult RunCommand(const std::string& binary, const std::string& args);
+// The `dwcp` CLI (DWCP_BINARY).
+inline CommandResult RunDwcp(const std::string& args) { return RunCommand(DWCP_BINARY, args); }
 
 // Sums the samples of `name` in Prometheus text whose labels include every one of `labels`
 // (comma-separated as written, e.g. `direction="sent"`; empty: every series of `name`).

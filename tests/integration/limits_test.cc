@@ -14,6 +14,7 @@
 #include <string>
 #include <vector>
 
+#include "tests/common/socket_test_util.h"
 #include "tests/integration/cluster.h"
 
 namespace dwcp::testing {
@@ -41,15 +42,7 @@ class RawPeer {
   void Send(const void* data, size_t n) { (void)::send(fd_, data, n, MSG_NOSIGNAL); }
   // True once the node closed the connection, within `within`.
   bool ClosedWithin(std::chrono::milliseconds within) {
-    timeval tv{static_cast<time_t>(within.count() / 1000),
-               static_cast<suseconds_t>(within.count() % 1000 * 1000)};
-    setsockopt(fd_, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
-    char buf[256];
-    for (;;) {
-      ssize_t n = ::recv(fd_, buf, sizeof buf, 0);
-      if (n == 0) return true;
-      if (n < 0) return errno == ECONNRESET;
-    }
+    return dwcp::testing::ClosedWithin(fd_, within);
   }
 
  private:

@@ -19,6 +19,7 @@
 #include "amst/frame.h"
 #include "common/failpoint.h"
 #include "common/little_endian.h"
+#include "tests/common/socket_test_util.h"
 #include "vm/synthetic_guest.h"
 
 namespace dwcp::migration {
@@ -246,8 +247,7 @@ TEST_F(MigrationEngineTest, BandwidthCapChangesWhileTheMigrationRuns) {
   req.bandwidth_limit = 2'000'000;  // 16 s at this cap
   auto m = a.engine->Start(req);
   ASSERT_TRUE(m.ok());
-  EXPECT_EQ(a.engine->SetMigrationBandwidthLimit("mig-unknown", 0).code(),
-            StatusCode::kNotFound);
+  EXPECT_EQ(a.engine->SetMigrationBandwidthLimit("mig-unknown", 0).code(), StatusCode::kNotFound);
   std::this_thread::sleep_for(300ms);
   ASSERT_TRUE(a.engine->SetMigrationBandwidthLimit(m->id, 0).ok());  // lift it
   auto done = WaitForEnd(m->id);
@@ -421,15 +421,7 @@ class RawPeer {
   }
   // True once the node closed the connection, within `within`.
   bool ClosedWithin(std::chrono::milliseconds within) {
-    timeval tv{static_cast<time_t>(within.count() / 1000),
-               static_cast<suseconds_t>(within.count() % 1000 * 1000)};
-    setsockopt(fd_, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
-    char buf[256];
-    for (;;) {
-      ssize_t n = ::recv(fd_, buf, sizeof buf, 0);
-      if (n == 0) return true;
-      if (n < 0) return errno == ECONNRESET;
-    }
+    return dwcp::testing::ClosedWithin(fd_, within);
   }
 
  private:
