@@ -27,16 +27,10 @@ using namespace std::chrono_literals;
 class RawPeer {
  public:
   RawPeer(uint16_t port, const char* source) {
-    fd_ = ::socket(AF_INET, SOCK_STREAM, 0);
-    sockaddr_in from{};
-    from.sin_family = AF_INET;
-    inet_pton(AF_INET, source, &from.sin_addr);
-    EXPECT_EQ(::bind(fd_, reinterpret_cast<sockaddr*>(&from), sizeof from), 0);
-    sockaddr_in to{};
-    to.sin_family = AF_INET;
-    to.sin_port = htons(port);
-    inet_pton(AF_INET, "127.0.0.1", &to.sin_addr);
-    EXPECT_EQ(::connect(fd_, reinterpret_cast<sockaddr*>(&to), sizeof to), 0);
+    bool connected = false;
+    fd_ = dwcp::testing::ConnectFrom(source, port, &connected);
+    EXPECT_GE(fd_, 0) << "cannot bind " << source;
+    EXPECT_TRUE(connected);
   }
   ~RawPeer() { ::close(fd_); }
   void Send(const void* data, size_t n) { (void)::send(fd_, data, n, MSG_NOSIGNAL); }

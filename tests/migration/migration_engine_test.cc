@@ -396,16 +396,8 @@ double LimitRejections(obs::Metrics& metrics, const std::string& limit) {
 class RawPeer {
  public:
   RawPeer(uint16_t port, const char* source = "127.0.0.1") {
-    fd_ = ::socket(AF_INET, SOCK_STREAM, 0);
-    sockaddr_in from{};
-    from.sin_family = AF_INET;
-    inet_pton(AF_INET, source, &from.sin_addr);
-    EXPECT_EQ(::bind(fd_, reinterpret_cast<sockaddr*>(&from), sizeof from), 0);
-    sockaddr_in to{};
-    to.sin_family = AF_INET;
-    to.sin_port = htons(port);
-    inet_pton(AF_INET, "127.0.0.1", &to.sin_addr);
-    connected_ = ::connect(fd_, reinterpret_cast<sockaddr*>(&to), sizeof to) == 0;
+    fd_ = dwcp::testing::ConnectFrom(source, port, &connected_);
+    EXPECT_GE(fd_, 0) << "cannot bind " << source;
   }
   ~RawPeer() { ::close(fd_); }
   bool connected() const { return connected_; }
